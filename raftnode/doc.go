@@ -1,0 +1,11 @@
+// Package raftnode owns this manager's Raft replica: the log and stable
+// store (raft-boltdb), the file snapshot store, the network transport,
+// the bootstrap of a new cluster (a cluster of one, or Consul-style
+// bootstrap-expect over the managers found by gossip), adding newly
+// discovered managers as voters while leader, and leadership events.
+//
+// It never interprets log entries: the state machine is the raft.FSM
+// given in Config, and Apply hands it opaque bytes (Propose encodes a
+// command with package fsm first). It never removes a server on its own;
+// removal is an explicit RemoveServer call.
+package raftnode

@@ -1,0 +1,87 @@
+package raftnode
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// reconcileInterval is the period of the leader's voter reconciliation.
+const reconcileInterval = time.Second
+
+// leaderLoop runs while this node is leader (ctx is cancelled when the
+// term ends): it adds every alive manager that discovery knows and the
+// Raft configuration lacks.
+//
+// TODO: remove servers dead in gossip for longer than a configurable
+// delay (autopilot's dead-server cleanup); today removal is manual.
+func (n *Node) leaderLoop(ctx context.Context) {
+	if n.cfg.Discovery == nil {
+		return
+	}
+	t := time.NewTicker(reconcileInterval)
+	defer t.Stop()
+
+	for {
+		// Take the change channel before reading, so that a change
+		// during the pass triggers another one.
+		changed := n.discoveryChanged()
+		n.reconcile(ctx)
+
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-changed:
+		}
+	}
+}
+
+// discoveryChanged returns the discovery change channel, or nil (never
+// ready) when discovery cannot notify.
+func (n *Node) discoveryChanged() <-chan struct{} {
+	if dn, ok := n.cfg.Discovery.(DiscoveryNotifier); ok {
+		return dn.Changed()
+	}
+	return nil
+}
+
+// reconcile adds the discovered managers missing from the Raft
+// configuration as voters. A server already present under the same
+// name and address is left alone; one under the same name at a new
+// address gets its address updated (AddVoter does both).
+func (n *Node) reconcile(ctx context.Context) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		n.log.Warn("reconcile: read configuration", "error", err)
+		return
+	}
+	byID := make(map[raft.ServerID]raft.Server)
+	byAddr := make(map[raft.ServerAddress]raft.ServerID)
+	for _, s := range f.Configuration().Servers {
+		byID[s.ID] = s
+		byAddr[s.Address] = s.ID
+	}
+
+	for _, p := range n.cfg.Discovery.Managers() {
+		if ctx.Err() != nil {
+			return
+		}
+		id, addr := raft.ServerID(p.Name), raft.ServerAddress(p.RaftAddr)
+		if s, ok := byID[id]; ok && s.Address == addr &&
+			s.Suffrage == raft.Voter {
+			continue
+		}
+		if other, ok := byAddr[addr]; ok && other != id {
+			// TODO: a manager renamed at the same address would need the
+			// old ID removed first; do that with dead-server cleanup.
+			n.log.Warn("reconcile: address held by another server",
+				"server", p.Name, "addr", p.RaftAddr, "holder", other)
+			continue
+		}
+		if err := n.AddVoter(p.Name, p.RaftAddr); err != nil {
+			n.log.Warn("reconcile: add voter failed", "error", err)
+		}
+	}
+}
