@@ -1,0 +1,358 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hivemind-orch/hivemind/internal/cluster"
+)
+
+// Point 4: deploy places replicas tasks over the workers, each answers
+// with its version; app ls, scale and rm work, and rm leaves no container.
+func TestDeployScaleRemove(t *testing.T) {
+	c := shared
+	onFailure(t, c)
+
+	app := cluster.WebApp{Name: "basic", Image: c.Image("v1"), Replicas: 3}
+	deployApp(t, c, app)
+	st := waitSettled(t, c, app.Name, 1, 60*time.Second)
+	waitAnswers(t, c, app.Name, "v1", 10*time.Second)
+
+	seen := map[string]bool{}
+	nodes := map[string]bool{}
+	for _, task := range st.Live() {
+		seen[task.ID] = true
+		nodes[task.Node] = true
+		if task.Image != app.Image {
+			t.Errorf("task %s: image %q, want %q", task.ID, task.Image, app.Image)
+		}
+	}
+	if len(nodes) != 3 {
+		t.Errorf("3 replicas on 3 workers went to %d nodes: %v", len(nodes), nodes)
+	}
+	for _, task := range st.Live() {
+		ids, err := c.Containers(task.Node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !contains(ids, task.ID) {
+			t.Errorf("task %s: no container in %s's containerd (%v)", task.ID, task.Node, ids)
+		}
+	}
+
+	apps, err := c.Apps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum *cluster.AppSummary
+	for i := range apps {
+		if apps[i].Name == app.Name {
+			sum = &apps[i]
+		}
+	}
+	if sum == nil {
+		t.Fatalf("app ls does not list %s: %+v", app.Name, apps)
+	}
+	want := cluster.AppSummary{Name: app.Name, Version: 1, Replicas: 3, Running: 3,
+		Healthy: 3, Image: app.Image, DeploymentStatus: sum.DeploymentStatus}
+	if *sum != want {
+		t.Errorf("app ls: %+v, want %+v", *sum, want)
+	}
+
+	// Scale up, then down.
+	for _, n := range []int{5, 1} {
+		if _, err := c.CLI("app", "scale", app.Name, fmt.Sprint(n)); err != nil {
+			t.Fatal(err)
+		}
+		st := waitSettled(t, c, app.Name, 1, 60*time.Second)
+		if int(st.Replicas) != n {
+			t.Errorf("after app scale %d: replicas %d", n, st.Replicas)
+		}
+		for _, task := range st.Live() {
+			seen[task.ID] = true
+		}
+		waitAnswers(t, c, app.Name, "v1", 10*time.Second)
+	}
+
+	// Remove: the app is gone and so is every container it ever had.
+	if _, err := c.CLI("app", "rm", app.Name); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, 30*time.Second, "app basic gone with its containers", func() error {
+		if _, err := c.AppStatus(app.Name); err == nil {
+			return fmt.Errorf("app status %s still answers", app.Name)
+		}
+		all, err := c.AllContainers()
+		if err != nil {
+			return err
+		}
+		for node, ids := range all {
+			for _, id := range ids {
+				if seen[id] {
+					return fmt.Errorf("container of task %s still on %s", id, node)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Point 5: a rolling update replaces the tasks batch by batch, never more
+// than batch_size new tasks unproven at once; `app rollback` goes back.
+func TestRollingUpdateAndRollback(t *testing.T) {
+	c := shared
+	onFailure(t, c)
+
+	app := cluster.WebApp{Name: "roll", Image: c.Image("v1"), Replicas: 3}
+	deployApp(t, c, app)
+	waitSettled(t, c, app.Name, 1, 60*time.Second)
+
+	app.Image = c.Image("v2")
+	deploy(t, c, app.YAML())
+
+	// Watch the rollout: at every sample, at most batch_size (1) v2 tasks
+	// are live and not yet healthy, and the app never drops below
+	// replicas-batch_size healthy tasks.
+	start := time.Now()
+	var worstUnproven, fewestHealthy = 0, app.Replicas
+	wait(t, 60*time.Second, "rollout of roll to version 2", func() error {
+		st, err := c.AppStatus(app.Name)
+		if err != nil {
+			return err
+		}
+		unproven, healthy := 0, 0
+		for _, task := range st.Live() {
+			if task.Healthy && task.State == "running" {
+				healthy++
+			} else if task.Version == 2 {
+				unproven++
+			}
+		}
+		worstUnproven = max(worstUnproven, unproven)
+		fewestHealthy = min(fewestHealthy, healthy)
+		return st.Settled(2)
+	})
+	t.Logf("rolling update of 3 replicas took %s", time.Since(start).Round(time.Millisecond))
+	if worstUnproven > 1 {
+		t.Errorf("saw %d v2 tasks not yet healthy at once, batch_size is 1", worstUnproven)
+	}
+	if fewestHealthy < app.Replicas-1 {
+		t.Errorf("healthy tasks fell to %d during the rollout, want at least %d", fewestHealthy, app.Replicas-1)
+	}
+	d := waitDeployment(t, c, app.Name, 10*time.Second)
+	if d.Status != "successful" || d.FromVersion != 1 || d.ToVersion != 2 {
+		t.Errorf("deployment: %+v, want successful from 1 to 2", *d)
+	}
+	waitAnswers(t, c, app.Name, "v2", 10*time.Second)
+
+	// Manual rollback to the v1 image.
+	if _, err := c.CLI("app", "rollback", app.Name); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, 60*time.Second, "roll back to the v1 image", func() error {
+		st, err := c.AppStatus(app.Name)
+		if err != nil {
+			return err
+		}
+		if err := st.Settled(int64(st.Version)); err != nil {
+			return err
+		}
+		return cluster.CheckAnswers(st, "v1")
+	})
+}
+
+// Point 5 and bad input: a version that never gets healthy (v3) or that
+// crashes (v4) fails its rollout within healthy_deadline, and
+// auto_rollback brings the app back to the v1 image.
+func TestAutoRollback(t *testing.T) {
+	for _, tc := range []struct {
+		name, image string
+	}{
+		{"unhealthy", "v3"},
+		{"crashing", "v4"},
+		{"unpullable", "nope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := shared
+			onFailure(t, c)
+
+			app := cluster.WebApp{
+				Name: "auto-" + tc.name, Image: c.Image("v1"), Replicas: 2,
+				AutoRollback: true, HealthyDeadline: "8s", MinHealthyTime: "5s",
+			}
+			deployApp(t, c, app)
+			waitSettled(t, c, app.Name, 1, 60*time.Second)
+
+			app.Image = c.Image(tc.image)
+			deploy(t, c, app.YAML())
+			wait(t, 60*time.Second, "deployment to "+tc.image+" fails", func() error {
+				st, err := c.AppStatus(app.Name)
+				if err != nil {
+					return err
+				}
+				d := st.Deployment
+				if d == nil || d.ToVersion != 2 {
+					// A rollback may be a deployment of its own; the
+					// failed one is then no longer the latest.
+					if d != nil && d.FromVersion == 2 {
+						return nil
+					}
+					return fmt.Errorf("no deployment to version 2: %+v", d)
+				}
+				if d.Status != "failed" && d.Status != "rolled_back" {
+					return fmt.Errorf("deployment %s is %q (%s)", d.ID, d.Status, d.Description)
+				}
+				return nil
+			})
+			wait(t, 60*time.Second, "app back on the v1 image", func() error {
+				st, err := c.AppStatus(app.Name)
+				if err != nil {
+					return err
+				}
+				if d := st.Deployment; d != nil && d.Status == "running" {
+					return fmt.Errorf("deployment %s still running (%s)", d.ID, d.Description)
+				}
+				if err := st.Settled(int64(st.Version)); err != nil {
+					return err
+				}
+				return cluster.CheckAnswers(st, "v1")
+			})
+		})
+	}
+}
+
+// Bad input: an image the registry does not have marks its tasks failed
+// with the registry's reason, in app status.
+func TestUnpullableImage(t *testing.T) {
+	t.Parallel()
+	c := shared
+	onFailure(t, c)
+
+	app := cluster.WebApp{Name: "nopull", Image: c.Image("missing"), Replicas: 1}
+	deployApp(t, c, app)
+	wait(t, 30*time.Second, "a task of nopull failed with the registry's reason", func() error {
+		st, err := c.AppStatus(app.Name)
+		if err != nil {
+			return err
+		}
+		for _, task := range st.Tasks {
+			msg := strings.ToLower(task.Message)
+			if task.State == "failed" && (strings.Contains(msg, "not found") ||
+				strings.Contains(msg, "manifest_unknown") || strings.Contains(msg, "unknown manifest")) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no failed task naming the registry's reason: %+v", st.Tasks)
+	})
+}
+
+// Bad input: a bad spec is refused before anything is stored, with a
+// one-line message naming the field, and the managers keep running.
+func TestBadSpecRefused(t *testing.T) {
+	t.Parallel()
+	c := shared
+	onFailure(t, c)
+
+	good := func(name string) string {
+		return cluster.WebApp{Name: name, Image: c.Image("v1"), Replicas: 1}.YAML()
+	}
+	for _, tc := range []struct {
+		name  string
+		spec  string
+		field string // the message must name it
+	}{
+		{"unknown field", good("bad-field") + "colour: blue\n", "colour"},
+		{"no image", strings.Replace(good("bad-image"), "image: "+c.Image("v1")+"\n", "", 1), "image"},
+		{"negative replicas", strings.Replace(good("bad-replicas"), "replicas: 1", "replicas: -2", 1), "replicas"},
+		{"bad duration", strings.Replace(good("bad-duration"), "interval: 500ms", "interval: soon", 1), "interval"},
+		{"health port missing", strings.Replace(good("bad-port"), "http: {port: http,", "http: {port: admin,", 1), "port"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.TrimPrefix(strings.SplitN(tc.spec, "\n", 2)[0], "name: ")
+			out, err := c.Deploy(tc.spec)
+			if err == nil {
+				removeApp(t, c, name)
+				t.Fatalf("spec accepted (output %q):\n%s", out, tc.spec)
+			}
+			msg := err.Error()
+			if ce, ok := err.(*cluster.CLIError); ok {
+				msg = ce.Stderr
+				if strings.Contains(msg, "\n") {
+					t.Errorf("error is not one line: %q", msg)
+				}
+			}
+			if !strings.Contains(msg, tc.field) {
+				t.Errorf("error %q does not name the field %q", msg, tc.field)
+			}
+			if _, err := c.AppStatus(name); err == nil {
+				t.Errorf("app %s was stored", name)
+			}
+		})
+	}
+	for _, m := range c.Managers() {
+		if !c.Running(m.Name) {
+			t.Errorf("manager %s is down after bad specs", m.Name)
+		}
+	}
+	apps, err := c.Apps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range apps {
+		if strings.HasPrefix(a.Name, "bad-") {
+			t.Errorf("app ls lists %s", a.Name)
+		}
+	}
+}
+
+// Point 7: `snapshot save` writes a SQLite file that sqlite3 reads.
+func TestSnapshotSave(t *testing.T) {
+	t.Parallel()
+	c := shared
+	onFailure(t, c)
+
+	app := cluster.WebApp{Name: "snap", Image: c.Image("v1"), Replicas: 2}
+	deployApp(t, c, app)
+	st := waitSettled(t, c, app.Name, 1, 60*time.Second)
+
+	file := filepath.Join(t.TempDir(), "state.db")
+	if _, err := c.CLI("snapshot", "save", file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []struct{ sql, want string }{
+		{"select count(*) from apps where name = 'snap'", "1"},
+		{"select version from apps where name = 'snap'", "1"},
+		{"select count(*) from tasks where app = 'snap' and json_extract(json, '$.state') = 'running'", fmt.Sprint(len(st.Live()))},
+		{"select value from meta where key = 'schema_version'", "1"},
+		{"select value > 0 from meta where key = 'raft_index'", "1"},
+		{"select count(*) > 0 from nodes where json_extract(json, '$.role') = 'worker'", "1"},
+		{"select count(*) >= 0 from deployments", "1"},
+	} {
+		out, err := exec.Command("sqlite3", file, q.sql).CombinedOutput()
+		if err != nil {
+			t.Errorf("sqlite3 %q: %v: %s", q.sql, err, out)
+			continue
+		}
+		if got := strings.TrimSpace(string(out)); got != q.want {
+			t.Errorf("sqlite3 %q = %q, want %q", q.sql, got, q.want)
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

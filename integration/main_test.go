@@ -1,0 +1,84 @@
+// Package integration tests Hivemind end to end: real hivemind processes on
+// loopback addresses, a private containerd per worker, a local registry and
+// real containers. It needs root and containerd and runc installed (`make
+// deps`); it fails rather than skips without them, as CI runs it as root.
+package integration
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hivemind-orch/hivemind/internal/cluster"
+)
+
+// shared is the cluster most tests use: 3 managers, 3 workers. Tests on it
+// use app names of their own and remove their apps when done, and every
+// test that kills a node brings it back before it ends.
+var shared *cluster.Cluster
+
+// binary is the hivemind binary built once for the whole run.
+var binary string
+
+// harnessLog receives the harness's progress lines: stderr with -v.
+var harnessLog io.Writer = io.Discard
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "integration: must run as root (containerd runs the containers)")
+		return 1
+	}
+	for _, tool := range []string{"/usr/bin/containerd", "/usr/sbin/runc", "/usr/bin/sqlite3"} {
+		if _, err := os.Stat(tool); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: %s missing (run `make deps`): %v\n", tool, err)
+			return 1
+		}
+	}
+	if testing.Verbose() {
+		harnessLog = os.Stderr
+	}
+
+	dir, err := os.MkdirTemp("", "hmbin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "hivemind")
+	t0 := time.Now()
+	build := exec.Command("go", "build", "-o", binary, "github.com/hivemind-orch/hivemind/cmd/hivemind")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "integration: go build ./cmd/hivemind: %v\n%s", err, out)
+		return 1
+	}
+	fmt.Fprintf(harnessLog, "built hivemind in %s\n", time.Since(t0).Round(time.Millisecond))
+
+	shared, err = cluster.Start(cluster.Config{
+		Binary:   binary,
+		Managers: 3,
+		Workers:  3,
+		Log:      harnessLog,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration: start cluster:", err)
+		return 1
+	}
+	code := m.Run()
+	if err := shared.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "integration: stop cluster:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
