@@ -21,6 +21,9 @@ const defaultApplyTimeout = 10 * time.Second
 // raft.ErrRaftShutdown) come back wrapped. When ctx ends first the
 // entry may still commit.
 func (n *Node) Apply(ctx context.Context, data []byte) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("raft apply: %w", err)
+	}
 	f := n.raft.Apply(data, timeoutOf(ctx))
 
 	done := make(chan error, 1)

@@ -118,6 +118,9 @@ func (c Config) Validate() error {
 		return bad("no FSM")
 	case c.BootstrapExpect < 0:
 		return bad("bootstrap expect %d is negative", c.BootstrapExpect)
+	case c.BootstrapExpect > 1 && c.Discovery == nil:
+		return bad("bootstrap expect %d without discovery",
+			c.BootstrapExpect)
 	case c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 ||
 		c.LeaderLeaseTimeout <= 0 || c.CommitTimeout <= 0:
 		return bad("timeouts must be positive")

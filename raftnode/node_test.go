@@ -181,6 +181,7 @@ func TestValidate(t *testing.T) {
 		{name: "empty data dir", mutate: func(c *Config) { c.DataDir = "" }},
 		{name: "no fsm", mutate: func(c *Config) { c.FSM = nil }},
 		{name: "negative expect", mutate: func(c *Config) { c.BootstrapExpect = -1 }},
+		{name: "expect without discovery", mutate: func(c *Config) { c.BootstrapExpect = 3 }},
 		{name: "lease over heartbeat", mutate: func(c *Config) {
 			c.LeaderLeaseTimeout = 2 * c.HeartbeatTimeout
 		}},
