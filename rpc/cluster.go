@@ -1,0 +1,106 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/raftnode"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// peerStatsTimeout bounds how long ClusterStatus waits for one manager.
+const peerStatsTimeout = time.Second
+
+// stateUnreachable is the state of a manager that did not answer.
+const stateUnreachable = "unreachable"
+
+// ClusterStatus answers on any manager, leader or not: it is how an
+// operator finds out what is wrong when there is no leader.
+func (c *controlServer) ClusterStatus(ctx context.Context,
+	req *pb.ClusterStatusRequest) (*pb.ClusterStatusResponse, error) {
+
+	servers, err := c.s.cfg.Raft.Servers()
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("cluster status: raft servers: %w", err))
+	}
+	leader, _ := c.s.cfg.Raft.Leader()
+	resp := &pb.ClusterStatusResponse{
+		Leader:   leader,
+		Managers: make([]*pb.ManagerStatus, len(servers)),
+	}
+
+	// Ask every manager at once so that one dead manager costs the
+	// caller one timeout, not one per manager.
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp.Managers[i] = c.s.managerStatus(ctx, srv)
+		}()
+	}
+	wg.Wait()
+	return resp, nil
+}
+
+// managerStatus is one manager's own view of Raft, or "unreachable".
+func (s *Server) managerStatus(ctx context.Context, srv raftnode.Server) *pb.ManagerStatus {
+	var st *pb.ManagerStatus
+	if srv.Name == s.cfg.Name {
+		// Stats may be shared with the Raft node: copy before editing.
+		st = proto.Clone(s.cfg.Raft.Stats()).(*pb.ManagerStatus)
+	} else {
+		st = s.peerStats(ctx, srv.Name)
+	}
+	if st == nil {
+		st = &pb.ManagerStatus{State: stateUnreachable}
+	}
+
+	// The Raft configuration, not the peer, is the authority on name,
+	// address and voting rights.
+	st.Name = srv.Name
+	st.Address = srv.Address
+	st.Voter = srv.Voter
+	return st
+}
+
+// peerStats asks another manager for its Raft stats; nil if it cannot.
+func (s *Server) peerStats(ctx context.Context, name string) *pb.ManagerStatus {
+	log := s.log.With("node", name)
+	addr, err := s.managerRPCAddr(name)
+	if err != nil {
+		log.Debug("manager unreachable", "error", err)
+		return nil
+	}
+	cc, err := s.conns.get(addr)
+	if err != nil {
+		log.Debug("manager unreachable", "error", err)
+		return nil
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, peerStatsTimeout)
+	defer cancel()
+	st, err := pb.NewPeerClient(cc).RaftStats(ctx, &pb.RaftStatsRequest{})
+	if err != nil {
+		log.Debug("manager unreachable", "addr", addr, "error", err)
+		return nil
+	}
+	return st
+}
+
+// peerServer implements pb.PeerServer.
+type peerServer struct {
+	pb.UnimplementedPeerServer
+	s *Server
+}
+
+// RaftStats returns this manager's own view of Raft.
+func (p *peerServer) RaftStats(ctx context.Context,
+	req *pb.RaftStatsRequest) (*pb.ManagerStatus, error) {
+
+	return p.s.cfg.Raft.Stats(), nil
+}

@@ -1,0 +1,20 @@
+// Package rpc serves a manager's network API: the gRPC services pb.Control,
+// pb.Worker and pb.Peer, and the REST gateway over Control on the HTTP port
+// (routes in proto/api.yaml) with GET /v1/snapshot and GET /v1/health.
+//
+// Control methods (except ClusterStatus), Worker.Register and Worker.Report
+// run on the Raft leader: a follower forwards them, with the caller's
+// deadline, to the leader's gRPC address. Reads are forwarded too, so a
+// client always sees its own writes. Worker.Assignments is served from the
+// local replica on any manager, so workers keep their assignments while the
+// cluster has no leader.
+//
+// The package owns the translation between requests and Raft commands and
+// between Go errors and gRPC status codes. It never applies state itself
+// (everything goes through Raft.Propose), never places tasks and never
+// drives rollouts: those belong to fsm, scheduler and deploy.
+//
+// Every transport takes its options from Config (gRPC server and dial
+// options, the HTTP server's TLS config) so that TLS slots in without
+// touching the handlers.
+package rpc

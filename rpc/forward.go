@@ -1,0 +1,156 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// forwardedKey marks a request a follower forwarded, so that a manager
+// that is not the leader either (leadership moved meanwhile) answers
+// "no leader" instead of forwarding it again.
+const forwardedKey = "x-hivemind-forwarded-by"
+
+// leaderOnly lists the methods that must run on the leader, each with a
+// constructor for its response so the forwarder can invoke it on the
+// leader without a typed client per method. Control.ClusterStatus and
+// Worker.Assignments are absent on purpose: any manager answers them.
+var leaderOnly = map[string]func() proto.Message{
+	pb.Control_JoinToken_FullMethodName:   func() proto.Message { return new(pb.JoinTokenResponse) },
+	pb.Control_ListNodes_FullMethodName:   func() proto.Message { return new(pb.ListNodesResponse) },
+	pb.Control_DeployApp_FullMethodName:   func() proto.Message { return new(pb.DeployAppResponse) },
+	pb.Control_ListApps_FullMethodName:    func() proto.Message { return new(pb.ListAppsResponse) },
+	pb.Control_AppStatus_FullMethodName:   func() proto.Message { return new(pb.AppStatusResponse) },
+	pb.Control_ScaleApp_FullMethodName:    func() proto.Message { return new(pb.ScaleAppResponse) },
+	pb.Control_RemoveApp_FullMethodName:   func() proto.Message { return new(pb.RemoveAppResponse) },
+	pb.Control_RollbackApp_FullMethodName: func() proto.Message { return new(pb.RollbackAppResponse) },
+	pb.Worker_Register_FullMethodName:     func() proto.Message { return new(pb.RegisterResponse) },
+	pb.Worker_Report_FullMethodName:       func() proto.Message { return new(pb.ReportResponse) },
+}
+
+// forwardUnary runs leader-only methods locally on the leader and
+// forwards them to the leader from a follower. The caller's deadline
+// travels with the context; the leader's status comes back unchanged.
+//
+// TODO: reads on a freshly elected leader may miss entries committed by
+// the previous term until its barrier; a read index would close that gap.
+func (s *Server) forwardUnary(ctx context.Context, req any,
+	info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+
+	newResp, ok := leaderOnly[info.FullMethod]
+	if !ok || s.cfg.Raft.IsLeader() {
+		return handler(ctx, req)
+	}
+	if by := forwardedBy(ctx); by != "" {
+		err := fmt.Errorf("%w: %s forwarded by %q reached follower %q",
+			ErrNoLeader, info.FullMethod, by, s.cfg.Name)
+		return nil, toStatus(err)
+	}
+
+	cc, err := s.leaderConn()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := newResp()
+	out := metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.Name)
+	if err := cc.Invoke(out, info.FullMethod, req, resp); err != nil {
+		s.log.Debug("forwarded call failed", "method", info.FullMethod, "error", err)
+		return nil, err
+	}
+	return resp, nil
+}
+
+func forwardedBy(ctx context.Context) string {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ""
+	}
+	if v := md.Get(forwardedKey); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// leaderConn returns a client connection to the leader's gRPC address.
+func (s *Server) leaderConn() (*grpc.ClientConn, error) {
+	name, _ := s.cfg.Raft.Leader()
+	if name == "" {
+		return nil, ErrNoLeader
+	}
+	addr, err := s.managerRPCAddr(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: leader %q: %w", ErrNoLeader, name, err)
+	}
+	return s.conns.get(addr)
+}
+
+// errNoRPCAddr means a manager has no gRPC address in the store yet.
+var errNoRPCAddr = errors.New("no rpc address in the store")
+
+// managerRPCAddr looks a manager's gRPC address up in the local store.
+func (s *Server) managerRPCAddr(name string) (string, error) {
+	n := s.store.Node(name)
+	if n == nil || n.GetRole() != pb.RoleManager ||
+		n.GetAddress() == "" || n.GetRpcPort() == 0 {
+		return "", errNoRPCAddr
+	}
+	port := strconv.Itoa(int(n.GetRpcPort()))
+	return net.JoinHostPort(n.GetAddress(), port), nil
+}
+
+// connCache keeps one lazily connecting client per address: to the
+// leader for forwarding and to peers for ClusterStatus.
+type connCache struct {
+	opts []grpc.DialOption
+
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
+}
+
+func newConnCache(opts []grpc.DialOption) *connCache {
+	return &connCache{opts: opts, conns: make(map[string]*grpc.ClientConn)}
+}
+
+func (c *connCache) get(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("%w: server is shutting down", ErrNoLeader)
+	}
+	if cc, ok := c.conns[addr]; ok {
+		return cc, nil
+	}
+
+	// grpc.NewClient does not connect; the first call does, and
+	// reconnects with backoff after a failure, so caching is safe.
+	cc, err := dial(addr, c.opts)
+	if err != nil {
+		return nil, err
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+func (c *connCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	var errs []error
+	for addr, cc := range c.conns {
+		if err := cc.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close conn to %s: %w", addr, err))
+		}
+	}
+	c.conns = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,816 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/raftnode"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+const (
+	workerToken  = "worker-secret"
+	managerToken = "manager-secret"
+	testTimeout  = 5 * time.Second
+)
+
+// fakeRaft applies proposals straight into a real FSM when it leads, and
+// refuses them like raft does when it does not.
+type fakeRaft struct {
+	fsm *fsm.FSM
+
+	mu         sync.Mutex
+	index      uint64
+	leader     bool
+	leaderName string
+	servers    []raftnode.Server
+	stats      *pb.ManagerStatus
+	panicStats bool
+}
+
+// set changes the fake under its lock, as servers read it concurrently.
+func (r *fakeRaft) set(f func(r *fakeRaft)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(r)
+}
+
+func (r *fakeRaft) IsLeader() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.leader
+}
+
+func (r *fakeRaft) Leader() (string, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.leaderName, ""
+}
+
+func (r *fakeRaft) Stats() *pb.ManagerStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.panicStats {
+		panic("stats exploded")
+	}
+	return r.stats
+}
+
+func (r *fakeRaft) Servers() ([]raftnode.Server, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.servers, nil
+}
+
+func (r *fakeRaft) Propose(ctx context.Context, t fsm.CommandType, msg proto.Message) (uint64, error) {
+	if !r.IsLeader() {
+		return 0, raft.ErrNotLeader
+	}
+	return r.apply(t, msg)
+}
+
+// apply commits a command whether or not this fake leads: tests use it
+// to set a follower's replica up.
+func (r *fakeRaft) apply(t fsm.CommandType, msg proto.Message) (uint64, error) {
+	data, err := fsm.Encode(t, msg)
+	if err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.index++
+	res := r.fsm.Apply(&raft.Log{Index: r.index, Term: 1, Type: raft.LogCommand, Data: data})
+	if err, ok := res.(error); ok {
+		return 0, err
+	}
+	return r.index, nil
+}
+
+func (r *fakeRaft) mustApply(t *testing.T, ct fsm.CommandType, msg proto.Message) {
+	t.Helper()
+	if _, err := r.apply(ct, msg); err != nil {
+		t.Fatalf("apply %v: %v", ct, err)
+	}
+}
+
+// testManager is one Server with its fake Raft and a client.
+type testManager struct {
+	name   string
+	raft   *fakeRaft
+	srv    *Server
+	conn   *grpc.ClientConn
+	ctl    pb.ControlClient
+	worker pb.WorkerClient
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func testLogger(t *testing.T, name string) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   name,
+		Level:  hclog.Debug,
+		Output: testWriter{t},
+	})
+}
+
+// startManager starts a Server on loopback ports with a fresh FSM that
+// holds the cluster meta and this manager's own node.
+func startManager(t *testing.T, name string, leader bool) *testManager {
+	t.Helper()
+	log := testLogger(t, name)
+	f := fsm.New(log)
+	r := &fakeRaft{
+		fsm:    f,
+		leader: leader,
+		stats:  &pb.ManagerStatus{Name: name, State: "follower", Term: 1},
+	}
+	if leader {
+		r.leaderName = name
+		r.stats.State = "leader"
+	}
+	ids := 0
+	srv, err := New(Config{
+		Name:     name,
+		Logger:   log,
+		FSM:      f,
+		Raft:     r,
+		Now:      func() time.Time { return time.Unix(1000, 0) },
+		NewID:    func() string { ids++; return fmt.Sprintf("%s-id-%d", name, ids) },
+		RPCAddr:  "127.0.0.1:0",
+		HTTPAddr: "127.0.0.1:0",
+	})
+	if err != nil {
+		t.Fatalf("new server: %v", err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown %s: %v", name, err)
+		}
+	})
+
+	conn, err := Dial(srv.RPCAddr())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+
+	m := &testManager{
+		name:   name,
+		raft:   r,
+		srv:    srv,
+		conn:   conn,
+		ctl:    pb.NewControlClient(conn),
+		worker: pb.NewWorkerClient(conn),
+	}
+	r.mustApply(t, fsm.SetMetaType, &pb.SetMetaCmd{Meta: &pb.ClusterMeta{
+		ClusterId:    "c1",
+		WorkerToken:  workerToken,
+		ManagerToken: managerToken,
+	}})
+	m.addManager(t, m)
+	return m
+}
+
+// addManager records other as a manager node in m's replica.
+func (m *testManager) addManager(t *testing.T, other *testManager) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(other.srv.RPCAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(port)
+	m.raft.mustApply(t, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: &pb.Node{
+		Name:    other.name,
+		Role:    pb.RoleManager,
+		Address: host,
+		RpcPort: int32(p),
+		Status:  pb.NodeReady,
+	}})
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func webSpec() *pb.AppSpec {
+	return &pb.AppSpec{Name: "web", Image: "registry.local/web:v1", Replicas: 2}
+}
+
+// wantCode fails unless err is a status with the code and a message
+// that contains every fragment.
+func wantCode(t *testing.T, err error, code codes.Code, fragments ...string) {
+	t.Helper()
+	st, _ := status.FromError(err)
+	if st.Code() != code {
+		t.Fatalf("got %v (%v), want code %v", st.Code(), err, code)
+	}
+	for _, f := range fragments {
+		if !strings.Contains(st.Message(), f) {
+			t.Errorf("message %q does not contain %q", st.Message(), f)
+		}
+	}
+}
+
+// waitFor polls cond until it returns nil or the deadline passes; the
+// last error names what was not yet true.
+func waitFor(t *testing.T, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDeployApp(t *testing.T) {
+	m := startManager(t, "m1", true)
+
+	bad := []struct {
+		name  string
+		spec  *pb.AppSpec
+		field string
+	}{
+		{"no spec", nil, "spec"},
+		{"no image", &pb.AppSpec{Name: "web"}, "image"},
+		{"bad name", &pb.AppSpec{Name: "Web!", Image: "x"}, "name"},
+		{"negative replicas", &pb.AppSpec{Name: "web", Image: "x", Replicas: -1}, "replicas"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: tc.spec})
+			wantCode(t, err, codes.InvalidArgument, tc.field)
+			if apps := m.raft.fsm.State().Apps(); len(apps) != 0 {
+				t.Errorf("stored %d apps after a bad spec", len(apps))
+			}
+		})
+	}
+
+	t.Run("good", func(t *testing.T) {
+		resp, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()})
+		if err != nil {
+			t.Fatalf("deploy: %v", err)
+		}
+		if !resp.Changed || resp.Version != 1 || resp.App != "web" {
+			t.Errorf("response %v, want web version 1 changed", resp)
+		}
+		app := m.raft.fsm.State().App("web")
+		if app == nil || app.Version != 1 {
+			t.Fatalf("stored app %v, want web at version 1", app)
+		}
+		// Defaults are filled in before the spec is stored.
+		if fsm.SpecOf(app, 1).GetUpdate().GetBatchSize() == 0 {
+			t.Errorf("stored spec has no update defaults: %v", fsm.SpecOf(app, 1))
+		}
+	})
+
+	t.Run("same spec changes nothing", func(t *testing.T) {
+		resp, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()})
+		if err != nil {
+			t.Fatalf("deploy: %v", err)
+		}
+		if resp.Changed || resp.Version != 1 {
+			t.Errorf("response %v, want version 1 unchanged", resp)
+		}
+	})
+
+	t.Run("new image makes a deployment", func(t *testing.T) {
+		sp := webSpec()
+		sp.Image = "registry.local/web:v2"
+		resp, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: sp})
+		if err != nil {
+			t.Fatalf("deploy: %v", err)
+		}
+		if resp.Version != 2 || resp.DeploymentId == "" {
+			t.Errorf("response %v, want version 2 with a deployment", resp)
+		}
+	})
+}
+
+func TestAppReads(t *testing.T) {
+	m := startManager(t, "m1", true)
+	if _, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	m.raft.mustApply(t, fsm.PlanType, &pb.PlanCmd{Create: []*pb.Task{
+		{Id: "t1", App: "web", Version: 1, Node: "w1", Desired: pb.DesiredRun, State: pb.TaskRunning, Healthy: true},
+		{Id: "t2", App: "web", Version: 1, Node: "w1", Desired: pb.DesiredRun, State: pb.TaskRunning},
+		{Id: "t3", App: "web", Version: 1, Node: "w1", Desired: pb.DesiredStop, State: pb.TaskStopped},
+	}})
+
+	t.Run("status", func(t *testing.T) {
+		resp, err := m.ctl.AppStatus(ctxT(t), &pb.AppStatusRequest{Name: "web"})
+		if err != nil {
+			t.Fatalf("app status: %v", err)
+		}
+		var ids []string
+		for _, task := range resp.Tasks {
+			ids = append(ids, task.Id)
+		}
+		if resp.App.GetName() != "web" || strings.Join(ids, ",") != "t1,t2" {
+			t.Errorf("got app %q tasks %v, want web with t1,t2", resp.App.GetName(), ids)
+		}
+	})
+
+	t.Run("status of unknown app", func(t *testing.T) {
+		_, err := m.ctl.AppStatus(ctxT(t), &pb.AppStatusRequest{Name: "nope"})
+		wantCode(t, err, codes.NotFound, `app "nope"`)
+	})
+
+	t.Run("list", func(t *testing.T) {
+		resp, err := m.ctl.ListApps(ctxT(t), &pb.ListAppsRequest{})
+		if err != nil {
+			t.Fatalf("list apps: %v", err)
+		}
+		want := &pb.AppSummary{Name: "web", Version: 1, Replicas: 2, Running: 2,
+			Healthy: 1, Image: "registry.local/web:v1"}
+		if len(resp.Apps) != 1 || !proto.Equal(resp.Apps[0], want) {
+			t.Errorf("got %v, want [%v]", resp.Apps, want)
+		}
+	})
+}
+
+func TestAppWrites(t *testing.T) {
+	m := startManager(t, "m1", true)
+	if _, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+
+	tests := []struct {
+		name string
+		call func(ctx context.Context) error
+		code codes.Code
+		text string
+	}{
+		{"scale negative", func(ctx context.Context) error {
+			_, err := m.ctl.ScaleApp(ctx, &pb.ScaleAppRequest{Name: "web", Replicas: -1})
+			return err
+		}, codes.InvalidArgument, "replicas"},
+		{"scale unknown", func(ctx context.Context) error {
+			_, err := m.ctl.ScaleApp(ctx, &pb.ScaleAppRequest{Name: "nope", Replicas: 1})
+			return err
+		}, codes.NotFound, `app "nope"`},
+		{"scale", func(ctx context.Context) error {
+			_, err := m.ctl.ScaleApp(ctx, &pb.ScaleAppRequest{Name: "web", Replicas: 5})
+			return err
+		}, codes.OK, ""},
+		{"rollback without history", func(ctx context.Context) error {
+			_, err := m.ctl.RollbackApp(ctx, &pb.RollbackAppRequest{Name: "web"})
+			return err
+		}, codes.FailedPrecondition, `app "web"`},
+		{"remove unknown", func(ctx context.Context) error {
+			_, err := m.ctl.RemoveApp(ctx, &pb.RemoveAppRequest{Name: "nope"})
+			return err
+		}, codes.NotFound, `app "nope"`},
+		{"remove", func(ctx context.Context) error {
+			_, err := m.ctl.RemoveApp(ctx, &pb.RemoveAppRequest{Name: "web"})
+			return err
+		}, codes.OK, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call(ctxT(t))
+			if tc.code == codes.OK {
+				if err != nil {
+					t.Fatalf("got %v, want success", err)
+				}
+				return
+			}
+			wantCode(t, err, tc.code, tc.text)
+		})
+	}
+	if app := m.raft.fsm.State().App("web"); app != nil {
+		t.Errorf("app web still stored after remove: %v", app)
+	}
+}
+
+func TestRollbackApp(t *testing.T) {
+	m := startManager(t, "m1", true)
+	v2 := webSpec()
+	v2.Image = "registry.local/web:v2"
+	for _, sp := range []*pb.AppSpec{webSpec(), v2} {
+		if _, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: sp}); err != nil {
+			t.Fatalf("deploy %s: %v", sp.Image, err)
+		}
+	}
+	resp, err := m.ctl.RollbackApp(ctxT(t), &pb.RollbackAppRequest{Name: "web"})
+	if err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	if resp.Version != 1 || resp.DeploymentId == "" {
+		t.Errorf("response %v, want version 1 with a deployment", resp)
+	}
+	if v := m.raft.fsm.State().App("web").GetVersion(); v != 1 {
+		t.Errorf("app version %d after rollback, want 1", v)
+	}
+}
+
+func TestJoinToken(t *testing.T) {
+	m := startManager(t, "m1", true)
+	tests := []struct {
+		role  string
+		token string
+		code  codes.Code
+	}{
+		{pb.RoleWorker, workerToken, codes.OK},
+		{pb.RoleManager, managerToken, codes.OK},
+		{"admin", "", codes.InvalidArgument},
+	}
+	for _, tc := range tests {
+		t.Run(tc.role, func(t *testing.T) {
+			resp, err := m.ctl.JoinToken(ctxT(t), &pb.JoinTokenRequest{Role: tc.role})
+			if tc.code != codes.OK {
+				wantCode(t, err, tc.code, "role")
+				return
+			}
+			if err != nil || resp.Token != tc.token {
+				t.Errorf("got %v, %v; want token %q", resp, err, tc.token)
+			}
+		})
+	}
+}
+
+func TestRegister(t *testing.T) {
+	m := startManager(t, "m1", true)
+	tests := []struct {
+		name string
+		req  *pb.RegisterRequest
+		code codes.Code
+		text string
+	}{
+		{"wrong token", &pb.RegisterRequest{Token: "guess", Name: "w1", Address: "10.0.0.1"},
+			codes.PermissionDenied, "invalid join token"},
+		{"no token", &pb.RegisterRequest{Name: "w1", Address: "10.0.0.1"},
+			codes.PermissionDenied, "invalid join token"},
+		{"manager's name", &pb.RegisterRequest{Token: workerToken, Name: "m1", Address: "10.0.0.1"},
+			codes.AlreadyExists, `node "m1"`},
+		{"no name", &pb.RegisterRequest{Token: workerToken, Address: "10.0.0.1"},
+			codes.InvalidArgument, "name"},
+		{"ok", &pb.RegisterRequest{Token: workerToken, Name: "w1", Address: "10.0.0.1", GossipPort: 7073},
+			codes.OK, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := m.worker.Register(ctxT(t), tc.req)
+			if tc.code != codes.OK {
+				wantCode(t, err, tc.code, tc.text)
+				return
+			}
+			if err != nil {
+				t.Fatalf("register: %v", err)
+			}
+			if len(resp.Managers) != 1 || resp.Managers[0].Name != "m1" {
+				t.Errorf("managers %v, want m1", resp.Managers)
+			}
+			n := m.raft.fsm.State().Node("w1")
+			if n.GetRole() != pb.RoleWorker || n.GetStatus() != pb.NodeReady {
+				t.Errorf("node %v, want a ready worker", n)
+			}
+		})
+	}
+	if n := m.raft.fsm.State().Node("m1"); n.GetRole() != pb.RoleManager {
+		t.Errorf("manager node was overwritten: %v", n)
+	}
+}
+
+func TestAssignmentsAndReport(t *testing.T) {
+	m := startManager(t, "m1", true)
+	ctx := ctxT(t)
+	stream, err := m.worker.Assignments(ctx, &pb.AssignmentsRequest{Node: "w1"})
+	if err != nil {
+		t.Fatalf("assignments: %v", err)
+	}
+	recvIDs := func() []string {
+		t.Helper()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		var ids []string
+		for _, task := range resp.Tasks {
+			ids = append(ids, task.Id)
+		}
+		return ids
+	}
+
+	if ids := recvIDs(); len(ids) != 0 {
+		t.Fatalf("first list %v, want empty", ids)
+	}
+
+	// A task on another node changes nothing for w1; the next list w1
+	// sees must be the one with its own two tasks.
+	plan := func(id, node string) *pb.PlanCmd {
+		return &pb.PlanCmd{Create: []*pb.Task{{Id: id, App: "web", Version: 1,
+			Node: node, Desired: pb.DesiredRun, State: pb.TaskPending}}}
+	}
+	m.raft.mustApply(t, fsm.PlanType, plan("t1", "w1"))
+	if ids := recvIDs(); strings.Join(ids, ",") != "t1" {
+		t.Fatalf("list %v, want t1", ids)
+	}
+	m.raft.mustApply(t, fsm.PlanType, plan("t2", "w2"))
+	m.raft.mustApply(t, fsm.PlanType, plan("t3", "w1"))
+	if ids := recvIDs(); strings.Join(ids, ",") != "t1,t3" {
+		t.Fatalf("list %v, want t1,t3", ids)
+	}
+
+	// A report lands in the store and is streamed back.
+	_, err = m.worker.Report(ctx, &pb.ReportRequest{Node: "w1", Reports: []*pb.TaskReport{
+		{TaskId: "t1", State: pb.TaskRunning, Healthy: true},
+	}})
+	if err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	if got := resp.Tasks[0]; got.State != pb.TaskRunning || got.HealthySince != time.Unix(1000, 0).UnixNano() {
+		t.Errorf("task after report %v, want running, healthy since the leader's now", got)
+	}
+}
+
+func TestAssignmentsEndOnShutdown(t *testing.T) {
+	m := startManager(t, "m1", true)
+	stream, err := m.worker.Assignments(ctxT(t), &pb.AssignmentsRequest{Node: "w1"})
+	if err != nil {
+		t.Fatalf("assignments: %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	if err := m.srv.Shutdown(ctxT(t)); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	_, err = stream.Recv()
+	wantCode(t, err, codes.Unavailable)
+	if err := m.srv.Shutdown(ctxT(t)); err != nil {
+		t.Errorf("second shutdown: %v", err)
+	}
+}
+
+func TestForwarding(t *testing.T) {
+	leader := startManager(t, "m1", true)
+	follower := startManager(t, "m2", false)
+	follower.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
+	follower.addManager(t, leader)
+
+	t.Run("deploy goes to the leader", func(t *testing.T) {
+		resp, err := follower.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()})
+		if err != nil {
+			t.Fatalf("deploy through follower: %v", err)
+		}
+		if !resp.Changed {
+			t.Errorf("response %v, want changed", resp)
+		}
+		if leader.raft.fsm.State().App("web") == nil {
+			t.Error("leader's store has no app web")
+		}
+		if follower.raft.fsm.State().App("web") != nil {
+			t.Error("follower stored the app itself")
+		}
+	})
+
+	t.Run("reads go to the leader", func(t *testing.T) {
+		resp, err := follower.ctl.AppStatus(ctxT(t), &pb.AppStatusRequest{Name: "web"})
+		if err != nil {
+			t.Fatalf("status through follower: %v", err)
+		}
+		if resp.App.GetName() != "web" {
+			t.Errorf("got app %v, want web", resp.App)
+		}
+	})
+
+	t.Run("errors come back unchanged", func(t *testing.T) {
+		_, err := follower.ctl.AppStatus(ctxT(t), &pb.AppStatusRequest{Name: "nope"})
+		wantCode(t, err, codes.NotFound, `app "nope"`)
+	})
+
+	t.Run("register and report go to the leader", func(t *testing.T) {
+		_, err := follower.worker.Register(ctxT(t), &pb.RegisterRequest{
+			Token: workerToken, Name: "w1", Address: "10.0.0.1"})
+		if err != nil {
+			t.Fatalf("register through follower: %v", err)
+		}
+		if leader.raft.fsm.State().Node("w1") == nil {
+			t.Error("leader's store has no node w1")
+		}
+	})
+
+	t.Run("no leader", func(t *testing.T) {
+		follower.raft.set(func(r *fakeRaft) { r.leaderName = "" })
+		_, err := follower.ctl.ListApps(ctxT(t), &pb.ListAppsRequest{})
+		wantCode(t, err, codes.Unavailable, "no leader")
+	})
+
+	t.Run("leader without address", func(t *testing.T) {
+		follower.raft.set(func(r *fakeRaft) { r.leaderName = "m9" })
+		_, err := follower.ctl.ListApps(ctxT(t), &pb.ListAppsRequest{})
+		wantCode(t, err, codes.Unavailable, "no leader", `"m9"`)
+	})
+
+	t.Run("forwarded twice", func(t *testing.T) {
+		// The leader lost leadership to the follower's old view: the
+		// follower points at m1, m1 points back at m2.
+		leader.raft.set(func(r *fakeRaft) { r.leader, r.leaderName = false, "m2" })
+		leader.addManager(t, follower)
+		follower.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
+		_, err := follower.ctl.ListApps(ctxT(t), &pb.ListAppsRequest{})
+		wantCode(t, err, codes.Unavailable, "no leader")
+	})
+}
+
+func TestClusterStatus(t *testing.T) {
+	leader := startManager(t, "m1", true)
+	follower := startManager(t, "m2", false)
+	follower.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
+	leader.addManager(t, follower)
+	leader.raft.set(func(r *fakeRaft) {
+		r.servers = []raftnode.Server{
+			{Name: "m1", Address: "127.0.0.1:7072", Voter: true},
+			{Name: "m2", Address: "127.0.0.2:7072", Voter: true},
+			{Name: "m3", Address: "127.0.0.3:7072", Voter: true},
+		}
+	})
+
+	resp, err := leader.ctl.ClusterStatus(ctxT(t), &pb.ClusterStatusRequest{})
+	if err != nil {
+		t.Fatalf("cluster status: %v", err)
+	}
+	if resp.Leader != "m1" {
+		t.Errorf("leader %q, want m1", resp.Leader)
+	}
+	want := map[string]string{"m1": "leader", "m2": "follower", "m3": stateUnreachable}
+	if len(resp.Managers) != len(want) {
+		t.Fatalf("managers %v, want %d", resp.Managers, len(want))
+	}
+	for _, st := range resp.Managers {
+		if st.State != want[st.Name] || !st.Voter || st.Address == "" {
+			t.Errorf("manager %v, want state %q, voter, with an address", st, want[st.Name])
+		}
+	}
+}
+
+func TestRecoverFromPanic(t *testing.T) {
+	m := startManager(t, "m1", true)
+	m.raft.set(func(r *fakeRaft) { r.panicStats = true })
+	_, err := pb.NewPeerClient(m.conn).RaftStats(ctxT(t), &pb.RaftStatsRequest{})
+	wantCode(t, err, codes.Internal)
+
+	m.raft.set(func(r *fakeRaft) { r.panicStats = false })
+	st, err := pb.NewPeerClient(m.conn).RaftStats(ctxT(t), &pb.RaftStatsRequest{})
+	if err != nil || st.GetName() != "m1" {
+		t.Errorf("after a panic got %v, %v; want m1's stats", st, err)
+	}
+}
+
+func TestHTTPGateway(t *testing.T) {
+	m := startManager(t, "m1", true)
+	if _, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	base := "http://" + m.srv.HTTPAddr()
+
+	get := func(t *testing.T, path string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctxT(t), http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("GET %s: read body: %v", path, err)
+		}
+		return resp, body
+	}
+
+	t.Run("app status", func(t *testing.T) {
+		resp, body := get(t, "/v1/apps/web")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		var got struct {
+			App struct {
+				Name          string `json:"name"`
+				StableVersion string `json:"stable_version"`
+			} `json:"app"`
+			Tasks []any `json:"tasks"`
+		}
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatalf("decode %s: %v", body, err)
+		}
+		// Proto names, and zero values emitted.
+		if got.App.Name != "web" || got.App.StableVersion == "" || got.Tasks == nil {
+			t.Errorf("body %s, want app web with proto field names", body)
+		}
+	})
+
+	t.Run("unknown app is 404", func(t *testing.T) {
+		resp, body := get(t, "/v1/apps/nope")
+		var got struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatalf("decode %s: %v", body, err)
+		}
+		if resp.StatusCode != http.StatusNotFound || got.Code != int(codes.NotFound) ||
+			!strings.Contains(got.Message, `app "nope"`) {
+			t.Errorf("status %d body %s, want 404 naming the app", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("bad spec is 400", func(t *testing.T) {
+		body := `{"name": "api", "image": "x", "replicaz": 3}`
+		resp, err := http.Post(base+"/v1/apps", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("POST /v1/apps: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("status %d for an unknown field, want 400", resp.StatusCode)
+		}
+	})
+
+	t.Run("snapshot", func(t *testing.T) {
+		resp, body := get(t, "/v1/snapshot")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != sqliteContentType {
+			t.Errorf("content type %q, want %q", ct, sqliteContentType)
+		}
+		if !bytes.HasPrefix(body, []byte("SQLite format 3")) {
+			t.Errorf("snapshot starts with %q, want a SQLite header", body[:min(16, len(body))])
+		}
+	})
+
+	t.Run("health", func(t *testing.T) {
+		resp, body := get(t, "/v1/health")
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("status %d: %s", resp.StatusCode, body)
+		}
+	})
+}
+
+func TestToStatus(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		code codes.Code
+		text string
+	}{
+		{"app not found", fmt.Errorf("app %q: %w", "web", fsm.ErrAppNotFound), codes.NotFound, `app "web"`},
+		{"invalid", fmt.Errorf("scale: %w", fsm.ErrInvalid), codes.InvalidArgument, "scale"},
+		{"not leader", fmt.Errorf("deploy: %w", raft.ErrNotLeader), codes.Unavailable, "no leader"},
+		{"no leader", ErrNoLeader, codes.Unavailable, "no leader"},
+		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "x"},
+		{"status passes", status.Error(codes.Aborted, "kept"), codes.Aborted, "kept"},
+		{"other", errors.New("disk on fire"), codes.Internal, "disk on fire"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			wantCode(t, toStatus(tc.err), tc.code, tc.text)
+		})
+	}
+}

@@ -1,0 +1,170 @@
+package rpc
+
+import (
+	"context"
+	"crypto/subtle"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// workerServer implements pb.WorkerServer. Register and Report run on
+// the leader (forwarded by forwardUnary); Assignments runs anywhere.
+type workerServer struct {
+	pb.UnimplementedWorkerServer
+	s *Server
+}
+
+// Register admits a worker that presents the worker join token and
+// records it as a ready node (a draining node stays draining). It
+// answers with the managers a worker may talk to.
+func (w *workerServer) Register(ctx context.Context,
+	req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+
+	want := w.s.store.Meta().GetWorkerToken()
+	if want == "" {
+		return nil, status.Error(codes.Unavailable,
+			"worker join token: cluster meta is not initialised yet")
+	}
+	if subtle.ConstantTimeCompare([]byte(req.GetToken()), []byte(want)) != 1 {
+		return nil, status.Error(codes.PermissionDenied, "invalid join token")
+	}
+	if req.GetName() == "" || req.GetAddress() == "" {
+		return nil, status.Errorf(codes.InvalidArgument,
+			"node %q: name and address are required", req.GetName())
+	}
+
+	node, err := w.registeredNode(req)
+	if err != nil {
+		return nil, err
+	}
+	cmd := &pb.UpsertNodeCmd{Node: node}
+	if _, err := w.s.cfg.Raft.Propose(ctx, fsm.UpsertNodeType, cmd); err != nil {
+		return nil, toStatus(fmt.Errorf("node %q: register: %w", req.GetName(), err))
+	}
+	w.s.log.Debug("worker registered", "node", node.GetName(), "address", node.GetAddress())
+	return &pb.RegisterResponse{Managers: w.s.managers()}, nil
+}
+
+// registeredNode is the node a registration stores.
+func (w *workerServer) registeredNode(req *pb.RegisterRequest) (*pb.Node, error) {
+	now := w.s.cfg.Now().UnixNano()
+	node := &pb.Node{
+		Name:            req.GetName(),
+		Role:            pb.RoleWorker,
+		Address:         req.GetAddress(),
+		GossipPort:      req.GetGossipPort(),
+		DnsPort:         req.GetDnsPort(),
+		Status:          pb.NodeReady,
+		RegisteredAt:    now,
+		StatusChangedAt: now,
+	}
+
+	old := w.s.store.Node(req.GetName())
+	switch {
+	case old == nil:
+	case old.GetRole() != pb.RoleWorker:
+		return nil, status.Errorf(codes.AlreadyExists,
+			"node %q: name is taken by a %s", req.GetName(), old.GetRole())
+	case old.GetStatus() == pb.NodeDraining:
+		// An operator drained it; registering again must not undo that.
+		node.Status = pb.NodeDraining
+		node.StatusChangedAt = old.GetStatusChangedAt()
+	case old.GetStatus() == pb.NodeReady:
+		node.StatusChangedAt = old.GetStatusChangedAt()
+	}
+	return node, nil
+}
+
+// managers lists the managers' addresses from the store.
+func (s *Server) managers() []*pb.ManagerAddress {
+	var out []*pb.ManagerAddress
+	for _, n := range s.store.Nodes() {
+		if n.GetRole() != pb.RoleManager {
+			continue
+		}
+		out = append(out, &pb.ManagerAddress{
+			Name:       n.GetName(),
+			Address:    n.GetAddress(),
+			RpcPort:    n.GetRpcPort(),
+			GossipPort: n.GetGossipPort(),
+		})
+	}
+	return out
+}
+
+// Assignments streams the node's tasks from the local replica: the whole
+// list at once, then again each time it changes, until the caller goes
+// away or the server shuts down.
+func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
+	stream grpc.ServerStreamingServer[pb.AssignmentsResponse]) error {
+
+	if req.GetNode() == "" {
+		return status.Error(codes.InvalidArgument, "node: required")
+	}
+	ctx := stream.Context()
+	var last []*pb.Task
+	for first := true; ; first = false {
+		// Take the channel before the snapshot so that no change
+		// between the two is missed.
+		changed := w.s.store.Changed()
+		snap := w.s.store.Snapshot()
+		tasks := snap.TasksByNode(req.GetNode())
+
+		if first || !sameTasks(tasks, last) {
+			resp := &pb.AssignmentsResponse{Tasks: tasks, Index: snap.Index()}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			last = tasks
+		}
+
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		case <-w.s.done:
+			return status.Error(codes.Unavailable, "manager is shutting down")
+		}
+	}
+}
+
+func sameTasks(a, b []*pb.Task) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !proto.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// Report records the task states a worker observed, stamped with the
+// leader's clock.
+func (w *workerServer) Report(ctx context.Context,
+	req *pb.ReportRequest) (*pb.ReportResponse, error) {
+
+	if req.GetNode() == "" {
+		return nil, status.Error(codes.InvalidArgument, "node: required")
+	}
+	if len(req.GetReports()) == 0 {
+		return &pb.ReportResponse{}, nil
+	}
+	cmd := &pb.TaskReportsCmd{
+		Node:    req.GetNode(),
+		Reports: req.GetReports(),
+		At:      w.s.cfg.Now().UnixNano(),
+	}
+	if _, err := w.s.cfg.Raft.Propose(ctx, fsm.TaskReportsType, cmd); err != nil {
+		return nil, toStatus(fmt.Errorf("node %q: report: %w", req.GetNode(), err))
+	}
+	return &pb.ReportResponse{}, nil
+}
