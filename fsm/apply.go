@@ -288,7 +288,7 @@ func (a *applier) upsertDeployment(d *pb.Deployment) error {
 		return fmt.Errorf("deployment of app %q: no id: %w", d.App, ErrInvalid)
 	}
 	d.CreateIndex = a.index
-	if old, _ := first[*pb.Deployment](a.txn, tableDeployments, indexID, d.Id); old != nil {
+	if old := a.deployment(d.Id); old != nil {
 		d.CreateIndex = old.CreateIndex
 	}
 	d.ModifyIndex = a.index
@@ -308,6 +308,11 @@ func (a *applier) app(name string) *pb.App {
 func (a *applier) task(id string) *pb.Task {
 	t, _ := first[*pb.Task](a.txn, tableTasks, indexID, id)
 	return t
+}
+
+func (a *applier) deployment(id string) *pb.Deployment {
+	d, _ := first[*pb.Deployment](a.txn, tableDeployments, indexID, id)
+	return d
 }
 
 func (a *applier) insert(table string, obj any) error {

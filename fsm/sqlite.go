@@ -182,17 +182,19 @@ func readSQLite(path string) (_ *memdb.MemDB, err error) {
 	txn := mdb.Txn(true)
 	defer txn.Abort() // no-op after Commit
 
-	if err := readTable(db, txn, tableNodes, func() proto.Message { return &pb.Node{} }); err != nil {
-		return nil, err
+	tables := []struct {
+		name   string
+		newMsg func() proto.Message
+	}{
+		{tableNodes, func() proto.Message { return &pb.Node{} }},
+		{tableApps, func() proto.Message { return &pb.App{} }},
+		{tableTasks, func() proto.Message { return &pb.Task{} }},
+		{tableDeployments, func() proto.Message { return &pb.Deployment{} }},
 	}
-	if err := readTable(db, txn, tableApps, func() proto.Message { return &pb.App{} }); err != nil {
-		return nil, err
-	}
-	if err := readTable(db, txn, tableTasks, func() proto.Message { return &pb.Task{} }); err != nil {
-		return nil, err
-	}
-	if err := readTable(db, txn, tableDeployments, func() proto.Message { return &pb.Deployment{} }); err != nil {
-		return nil, err
+	for _, tb := range tables {
+		if err := readTable(db, txn, tb.name, tb.newMsg); err != nil {
+			return nil, err
+		}
 	}
 
 	cm := &pb.ClusterMeta{}
