@@ -1852,6 +1852,7 @@ type ManagerStatus struct {
 	Term          uint64                 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`
 	AppliedIndex  uint64                 `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	LastContact   int64                  `protobuf:"varint,7,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"` // nanoseconds since the manager last heard from the leader
+	LastIndex     uint64                 `protobuf:"varint,8,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`       // index of the last entry in its log
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1931,6 +1932,13 @@ func (x *ManagerStatus) GetAppliedIndex() uint64 {
 func (x *ManagerStatus) GetLastContact() int64 {
 	if x != nil {
 		return x.LastContact
+	}
+	return 0
+}
+
+func (x *ManagerStatus) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
 	}
 	return 0
 }
@@ -3396,7 +3404,7 @@ const file_hivemind_proto_rawDesc = "" +
 	"\n" +
 	"SetMetaCmd\x12,\n" +
 	"\x04meta\x18\x01 \x01(\v2\x18.hivemind.v1.ClusterMetaR\x04meta\"\x16\n" +
-	"\x14ClusterStatusRequest\"\xc5\x01\n" +
+	"\x14ClusterStatusRequest\"\xe4\x01\n" +
 	"\rManagerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -3404,7 +3412,9 @@ const file_hivemind_proto_rawDesc = "" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x12\n" +
 	"\x04term\x18\x05 \x01(\x04R\x04term\x12#\n" +
 	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12!\n" +
-	"\flast_contact\x18\a \x01(\x03R\vlastContact\"g\n" +
+	"\flast_contact\x18\a \x01(\x03R\vlastContact\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\b \x01(\x04R\tlastIndex\"g\n" +
 	"\x15ClusterStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x126\n" +
 	"\bmanagers\x18\x02 \x03(\v2\x1a.hivemind.v1.ManagerStatusR\bmanagers\"&\n" +
