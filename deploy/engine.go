@@ -1,0 +1,273 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// Engine is the leader's rollout engine and reconciler. Create it with
+// New, switch it on and off with SetEnabled as leadership comes and goes,
+// or drive it by hand with Step in tests.
+type Engine struct {
+	cfg Config
+	log hclog.Logger
+
+	// enabledAt is when the engine was last enabled (or created), in
+	// Unix nanoseconds of cfg.Clock. Workers are given WorkerGrace from
+	// then before anyone is marked down.
+	enabledAt atomic.Int64
+
+	// mu guards cancel and done: the loop of the current term.
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a disabled Engine. Zero fields of cfg take the values of
+// DefaultConfig; Step fails with ErrInvalidConfig while a required field
+// is missing.
+func New(cfg Config) *Engine {
+	cfg = cfg.withDefaults()
+	e := &Engine{cfg: cfg, log: cfg.Logger.Named("deploy")}
+	e.enabledAt.Store(cfg.Clock.Now().UnixNano())
+	return e
+}
+
+// SetEnabled starts the engine's loop when on (a no-op if it runs) with a
+// fresh context, and stops it when off, returning once the loop has
+// exited. The caller must have waited for a Raft barrier before enabling.
+func (e *Engine) SetEnabled(on bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+
+	if !on {
+		if e.cancel == nil {
+			return
+		}
+		e.cancel()
+		<-e.done
+		e.cancel, e.done = nil, nil
+		e.log.Info("rollout engine disabled")
+		return
+	}
+	if e.cancel != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel, e.done = cancel, make(chan struct{})
+	e.enabledAt.Store(e.cfg.Clock.Now().UnixNano())
+	e.log.Info("rollout engine enabled")
+	go e.run(ctx, e.done)
+}
+
+// run steps on every store change and every Interval until ctx ends.
+func (e *Engine) run(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	tick := time.NewTicker(e.cfg.Interval)
+	defer tick.Stop()
+
+	for {
+		// Take the channel before stepping so no change is missed.
+		changed := e.cfg.Store.Changed()
+		if err := e.Step(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("step failed, will retry", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-tick.C:
+		}
+	}
+}
+
+// Step makes one pass: cluster meta, manager nodes, worker liveness, one
+// plan per app and garbage collection, each proposed as needed. It reads
+// the store afresh before each app so that the plans of one step see each
+// other's placements. Errors of the parts are joined; a failed part is
+// decided again on the next Step.
+func (e *Engine) Step(ctx context.Context) error {
+	if err := e.cfg.Validate(); err != nil {
+		return err
+	}
+	now := e.cfg.Clock.Now()
+	snap := e.cfg.Store.Snapshot()
+
+	errs := []error{
+		e.ensureMeta(ctx, snap),
+		e.syncManagers(ctx, snap, now),
+		e.checkWorkers(ctx, snap, now),
+	}
+
+	for _, app := range e.cfg.Store.Snapshot().Apps() {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := e.stepApp(ctx, app.GetName(), now); err != nil {
+			errs = append(errs, fmt.Errorf("app %q: %w", app.GetName(), err))
+		}
+	}
+
+	errs = append(errs, e.collect(ctx, e.cfg.Store.Snapshot(), now), ctx.Err())
+	return errors.Join(errs...)
+}
+
+// stepApp advances the app's running deployment, or reconciles the app.
+func (e *Engine) stepApp(ctx context.Context, name string, now time.Time) error {
+	snap := e.cfg.Store.Snapshot()
+	app := snap.App(name)
+	if app == nil {
+		return nil
+	}
+	var p *plan
+	d := snap.LatestDeployment(name)
+	if d != nil && d.GetStatus() == pb.DeploymentRunning {
+		p = e.rollout(snap, app, d, now)
+	} else {
+		p = e.reconcile(snap, app, d, now)
+	}
+	return e.submit(ctx, p)
+}
+
+// submit proposes a plan if it decides anything.
+func (e *Engine) submit(ctx context.Context, p *plan) error {
+	if p.empty() {
+		return nil
+	}
+	cmd := p.command()
+	if _, err := e.cfg.Proposer.Propose(ctx, fsm.PlanType, cmd); err != nil {
+		return fmt.Errorf("proposing plan: %w", err)
+	}
+	log := e.log.With("app", cmd.GetApp())
+	if len(cmd.GetCreate()) > 0 || len(cmd.GetStop()) > 0 {
+		log.Debug("plan applied", "create", len(cmd.GetCreate()), "stop", len(cmd.GetStop()), "reason", cmd.GetStopReason())
+	}
+	if d := cmd.GetDeployment(); d != nil && d.GetStatus() != pb.DeploymentRunning {
+		log.Info("deployment finished", "deployment", d.GetId(), "status", d.GetStatus(), "description", d.GetDescription())
+	}
+	return nil
+}
+
+// ensureMeta creates the cluster ID and join tokens once.
+func (e *Engine) ensureMeta(ctx context.Context, snap *fsm.Snapshot) error {
+	meta := snap.Meta()
+	if meta.GetWorkerToken() != "" {
+		return nil
+	}
+	next := proto.Clone(meta).(*pb.ClusterMeta)
+	if next.ClusterId == "" {
+		next.ClusterId = randomHex(16)
+	}
+	next.WorkerToken = "HMW-" + randomHex(32)
+	next.ManagerToken = "HMM-" + randomHex(32)
+	if _, err := e.cfg.Proposer.Propose(ctx, fsm.SetMetaType, &pb.SetMetaCmd{Meta: next}); err != nil {
+		return fmt.Errorf("proposing cluster meta: %w", err)
+	}
+	e.log.Info("cluster meta created", "cluster_id", next.ClusterId)
+	return nil
+}
+
+// syncManagers records every alive manager seen in gossip as a ready
+// manager node, when the store does not already say so.
+func (e *Engine) syncManagers(ctx context.Context, snap *fsm.Snapshot, now time.Time) error {
+	var errs []error
+	for _, m := range e.cfg.Liveness.Members() {
+		if !m.Alive || m.Meta.Role != pb.RoleManager {
+			continue
+		}
+		want := &pb.Node{
+			Name:     m.Meta.Name,
+			Role:     pb.RoleManager,
+			Address:  m.Meta.Address,
+			RpcPort:  int32(m.Meta.RPCPort),
+			HttpPort: int32(m.Meta.HTTPPort),
+			RaftPort: int32(m.Meta.RaftPort),
+			Status:   pb.NodeReady,
+		}
+		cur := snap.Node(m.Meta.Name)
+		if sameManager(cur, want) {
+			continue
+		}
+		want.RegisteredAt = now.UnixNano()
+		want.StatusChangedAt = now.UnixNano()
+		if cur != nil {
+			want.GossipPort = cur.GetGossipPort()
+			want.RegisteredAt = cur.GetRegisteredAt()
+			if cur.GetStatus() == pb.NodeReady {
+				want.StatusChangedAt = cur.GetStatusChangedAt()
+			}
+		}
+		if _, err := e.cfg.Proposer.Propose(ctx, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: want}); err != nil {
+			errs = append(errs, fmt.Errorf("manager %q: %w", want.Name, err))
+			continue
+		}
+		e.log.Info("manager recorded", "node", want.Name, "address", want.Address)
+	}
+	return errors.Join(errs...)
+}
+
+func sameManager(cur, want *pb.Node) bool {
+	return cur != nil && cur.GetRole() == want.GetRole() &&
+		cur.GetAddress() == want.GetAddress() &&
+		cur.GetRpcPort() == want.GetRpcPort() &&
+		cur.GetHttpPort() == want.GetHttpPort() &&
+		cur.GetRaftPort() == want.GetRaftPort() &&
+		cur.GetStatus() == want.GetStatus()
+}
+
+// checkWorkers marks down a ready worker whose gossip member has been dead
+// for longer than WorkerGrace, and ready again a down worker that is alive.
+// Nobody is marked down before the engine has been enabled for
+// WorkerGrace: a new leader's gossip view may still be settling.
+func (e *Engine) checkWorkers(ctx context.Context, snap *fsm.Snapshot, now time.Time) error {
+	grace := e.cfg.WorkerGrace
+	enabledAt := time.Unix(0, e.enabledAt.Load())
+	members := make(map[string]bool) // name -> alive
+	deadSince := make(map[string]time.Time)
+	for _, m := range e.cfg.Liveness.Members() {
+		members[m.Meta.Name] = m.Alive
+		deadSince[m.Meta.Name] = m.Since
+	}
+
+	var errs []error
+	for _, n := range snap.Nodes() {
+		if n.GetRole() != pb.RoleWorker {
+			continue
+		}
+		alive, seen := members[n.GetName()]
+		status := ""
+		switch {
+		case n.GetStatus() == pb.NodeDown && seen && alive:
+			status = pb.NodeReady
+		case n.GetStatus() == pb.NodeReady && !alive:
+			since, ok := deadSince[n.GetName()]
+			if !ok {
+				// Never seen in gossip: count from its registration.
+				since = time.Unix(0, n.GetRegisteredAt())
+			}
+			if now.Sub(since) > grace && now.Sub(enabledAt) > grace {
+				status = pb.NodeDown
+			}
+		}
+		if status == "" {
+			continue
+		}
+		cmd := &pb.NodeStatusCmd{Name: n.GetName(), Status: status, At: now.UnixNano()}
+		if _, err := e.cfg.Proposer.Propose(ctx, fsm.NodeStatusType, cmd); err != nil {
+			errs = append(errs, fmt.Errorf("worker %q: %w", n.GetName(), err))
+			continue
+		}
+		e.log.Info("worker status changed", "node", n.GetName(), "status", status)
+	}
+	return errors.Join(errs...)
+}

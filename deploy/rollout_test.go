@@ -1,0 +1,265 @@
+package deploy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// rolloutChecks returns a check that fails the test when a step breaks the
+// rollout's promises for an app of replicas with batch_size 1:
+// never more than replicas+1 tasks to run, never more than one new task
+// not yet counted healthy, and never an old task stopped before as many
+// new ones counted healthy.
+func (h *harness) rolloutChecks(replicas int, newVersion uint64) func() {
+	stoppedOld := map[string]bool{}
+	return func() {
+		h.t.Helper()
+		run := h.running("web")
+		if len(run) > replicas+1 {
+			h.t.Fatalf("%d tasks to run, more than replicas+batch_size %d", len(run), replicas+1)
+		}
+		inflight, healthy := 0, 0
+		for _, t := range run {
+			if t.GetVersion() != newVersion {
+				continue
+			}
+			if t.GetHealthy() && h.clock.Now().Sub(time.Unix(0, t.GetHealthySince())) >= 2*time.Second {
+				healthy++
+			} else {
+				inflight++
+			}
+		}
+		if inflight > 1 {
+			h.t.Fatalf("%d new tasks in flight, batch_size is 1", inflight)
+		}
+		for _, t := range h.store().TasksByApp("web") {
+			if t.GetVersion() != newVersion && t.GetDesired() == pb.DesiredStop {
+				stoppedOld[t.GetId()] = true
+			}
+		}
+		if len(stoppedOld) > healthy {
+			h.t.Fatalf("%d old tasks stopped with only %d new ones healthy for min_healthy_time", len(stoppedOld), healthy)
+		}
+	}
+}
+
+func (h *harness) assertPlacedOnce() {
+	h.t.Helper()
+	for id, n := range h.prop.created {
+		if n > 1 {
+			h.t.Errorf("task %s placed %d times", id, n)
+		}
+	}
+}
+
+func TestRolloutBatches(t *testing.T) {
+	h := newHarness(t, 3)
+	h.steady(webSpec("v1", 4))
+	h.deploy(webSpec("v2", 4))
+
+	h.run(time.Second, 60, h.rolloutChecks(4, 2), h.deploymentStatus("web", pb.DeploymentSuccessful))
+
+	app := h.store().App("web")
+	if app.GetVersion() != 2 || app.GetStableVersion() != 2 {
+		t.Errorf("app version %d stable %d, want 2 2", app.GetVersion(), app.GetStableVersion())
+	}
+	if got := versionsOf(h.running("web")); got[2] != 4 || len(got) != 1 {
+		t.Errorf("running versions %v, want 4 of version 2", got)
+	}
+	d := h.store().LatestDeployment("web")
+	if d.GetPlaced() != 4 || d.GetFailures() != 0 {
+		t.Errorf("deployment placed %d failures %d, want 4 0", d.GetPlaced(), d.GetFailures())
+	}
+	h.assertPlacedOnce()
+
+	// Once the old tasks report stopped, they are collected.
+	h.work()
+	h.step()
+	if n := len(h.store().TasksByApp("web")); n != 4 {
+		t.Errorf("%d tasks left after collection, want 4", n)
+	}
+}
+
+func TestRolloutBrokenVersionRollsBack(t *testing.T) {
+	h := newHarness(t, 3)
+	h.steady(webSpec("v1", 4))
+	h.healthy = func(t *pb.Task) bool { return t.GetSpec().GetImage() != "v2" }
+	start := h.clock.Now()
+	h.deploy(webSpec("v2", 4))
+
+	var failedAt time.Time
+	h.run(time.Second, 60, func() {
+		d := h.store().LatestDeployment("web")
+		if d.GetRollingBack() && failedAt.IsZero() {
+			failedAt = h.clock.Now()
+		}
+	}, h.deploymentStatus("web", pb.DeploymentRolledBack))
+
+	if took := failedAt.Sub(start); took < 10*time.Second || took > 12*time.Second {
+		t.Errorf("rollback began %s after the deploy, want at the 10s healthy_deadline", took)
+	}
+	d := h.store().LatestDeployment("web")
+	if !strings.Contains(d.GetDescription(), "rolled back to version 1") {
+		t.Errorf("description %q", d.GetDescription())
+	}
+	app := h.store().App("web")
+	if app.GetVersion() != 1 || app.GetStableVersion() != 1 {
+		t.Errorf("app version %d stable %d, want 1 1", app.GetVersion(), app.GetStableVersion())
+	}
+	if got := versionsOf(h.running("web")); got[1] != 4 || len(got) != 1 {
+		t.Errorf("running versions %v, want 4 of version 1", got)
+	}
+	h.assertPlacedOnce()
+}
+
+func TestRolloutWithoutAutoRollbackFails(t *testing.T) {
+	h := newHarness(t, 3)
+	h.steady(webSpec("v1", 4))
+	h.healthy = func(t *pb.Task) bool { return t.GetSpec().GetImage() != "v2" }
+	spec := webSpec("v2", 4)
+	spec.Update.AutoRollback = false
+	h.deploy(spec)
+
+	h.run(time.Second, 60, nil, h.deploymentStatus("web", pb.DeploymentFailed))
+	d := h.store().LatestDeployment("web")
+	if !strings.Contains(d.GetDescription(), "batch not healthy") {
+		t.Errorf("description %q", d.GetDescription())
+	}
+
+	// The app holds: the old tasks keep running, nothing is restarted.
+	for i := 0; i < 5; i++ {
+		h.work()
+		h.clock.Advance(time.Second)
+		h.step()
+	}
+	app := h.store().App("web")
+	if app.GetVersion() != 2 || app.GetStableVersion() != 1 {
+		t.Errorf("app version %d stable %d, want 2 1", app.GetVersion(), app.GetStableVersion())
+	}
+	if got := versionsOf(h.running("web")); got[1] != 4 {
+		t.Errorf("running versions %v, want the 4 tasks of version 1 kept", got)
+	}
+}
+
+func TestRolloutHealthyThenFailingRollsBack(t *testing.T) {
+	h := newHarness(t, 3)
+	h.steady(webSpec("v1", 4))
+	h.healthy = func(t *pb.Task) bool {
+		if t.GetSpec().GetImage() != "v2" {
+			return true
+		}
+		// Healthy for 3s, then never again.
+		return !t.GetEverHealthy() || h.clock.Now().Sub(time.Unix(0, t.GetHealthySince())) < 3*time.Second
+	}
+	h.deploy(webSpec("v2", 4))
+
+	h.run(time.Second, 60, nil, h.deploymentStatus("web", pb.DeploymentRolledBack))
+	d := h.store().LatestDeployment("web")
+	if d.GetFailures() < 1 || !d.GetRollingBack() {
+		t.Errorf("failures %d rolling_back %v", d.GetFailures(), d.GetRollingBack())
+	}
+	if got := versionsOf(h.running("web")); got[1] != 4 || len(got) != 1 {
+		t.Errorf("running versions %v, want 4 of version 1", got)
+	}
+	h.assertPlacedOnce()
+}
+
+// outcome is what a rollout ends with, to compare runs.
+type outcome struct {
+	status       string
+	version      uint64
+	stable       uint64
+	runningByVer string
+	description  string
+}
+
+func (h *harness) outcome() outcome {
+	d := h.store().LatestDeployment("web")
+	app := h.store().App("web")
+	return outcome{
+		status:       d.GetStatus(),
+		version:      app.GetVersion(),
+		stable:       app.GetStableVersion(),
+		runningByVer: fmt.Sprint(versionsOf(h.running("web"))),
+		description:  d.GetDescription(),
+	}
+}
+
+// TestRolloutLeaderChangeEveryStep runs rollouts with a new engine for
+// every step, optionally losing proposals, and expects the same end as an
+// undisturbed run.
+func TestRolloutLeaderChangeEveryStep(t *testing.T) {
+	everyNth := func(n int, after bool) func(int, fsm.CommandType) (bool, bool) {
+		return func(i int, _ fsm.CommandType) (bool, bool) {
+			if i%n != 0 {
+				return false, false
+			}
+			return !after, after
+		}
+	}
+	variants := []struct {
+		name  string
+		fresh bool
+		lose  func(int, fsm.CommandType) (bool, bool)
+	}{
+		{name: "same leader"},
+		{name: "new leader every step", fresh: true},
+		{name: "new leader and lost proposals", fresh: true, lose: everyNth(3, false)},
+		{name: "new leader and lost replies", fresh: true, lose: everyNth(4, true)},
+	}
+	rollouts := []struct {
+		name   string
+		broken bool
+		want   string
+	}{
+		{name: "good", want: pb.DeploymentSuccessful},
+		{name: "broken", broken: true, want: pb.DeploymentRolledBack},
+	}
+	for _, r := range rollouts {
+		var base *outcome
+		for _, v := range variants {
+			t.Run(r.name+"/"+v.name, func(t *testing.T) {
+				h := newHarness(t, 3)
+				h.steady(webSpec("v1", 4))
+				if r.broken {
+					h.healthy = func(t *pb.Task) bool { return t.GetSpec().GetImage() != "v2" }
+				}
+				h.freshEngine = v.fresh
+				h.prop.lose = v.lose
+				h.deploy(webSpec("v2", 4))
+
+				check := func() {
+					if n := len(h.running("web")); n > 5 {
+						t.Fatalf("%d tasks to run, more than replicas+batch_size", n)
+					}
+				}
+				if !r.broken {
+					check = h.rolloutChecks(4, 2)
+				}
+				h.run(time.Second, 80, check, h.deploymentStatus("web", r.want))
+				h.assertPlacedOnce()
+
+				got := h.outcome()
+				if base == nil {
+					base = &got
+				} else if got != *base {
+					t.Errorf("outcome %+v, want %+v as without leader changes", got, *base)
+				}
+
+				// No task of the new version was ever restarted.
+				if !r.broken {
+					for _, tk := range h.store().TasksByApp("web") {
+						if tk.GetVersion() == 2 && tk.GetDesired() != pb.DesiredRun {
+							t.Errorf("task %s of version 2 was stopped: %s", tk.GetId(), tk.GetMessage())
+						}
+					}
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,151 @@
+package deploy
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+func fixedID() string { return "d1" }
+
+// appWith returns an app whose versions have the given images; replicas
+// are 3 unless the image is repeated, in which case the repeat has 5.
+func appWith(version, stable uint64, images ...string) *pb.App {
+	a := &pb.App{Name: "web", Version: version, StableVersion: stable}
+	seen := map[string]bool{}
+	for i, img := range images {
+		s := webSpec(img, 3)
+		if seen[img] {
+			s.Replicas = 5
+		}
+		seen[img] = true
+		a.Versions = append(a.Versions, &pb.AppVersion{Version: uint64(i + 1), Spec: s})
+	}
+	return a
+}
+
+func TestNewVersion(t *testing.T) {
+	now := time.Unix(100, 0)
+	tests := []struct {
+		name        string
+		app         *pb.App
+		spec        *pb.AppSpec
+		changed     bool
+		version     uint64
+		stable      uint64
+		expected    uint64
+		deployFrom  uint64 // 0: no deployment
+		deployTo    uint64
+		wantVersion int // number of versions after
+	}{
+		{name: "new app", spec: webSpec("a", 3), changed: true, version: 1, stable: 1, wantVersion: 1},
+		{name: "identical", app: appWith(1, 1, "a"), spec: webSpec("a", 3)},
+		{
+			name: "replicas only", app: appWith(1, 1, "a"), spec: webSpec("a", 7),
+			changed: true, version: 2, stable: 2, expected: 1, wantVersion: 2,
+		},
+		{
+			name: "replicas only while unstable", app: appWith(2, 1, "a", "b"), spec: webSpec("b", 7),
+			changed: true, version: 3, stable: 1, expected: 2, wantVersion: 3,
+		},
+		{
+			name: "image change", app: appWith(1, 1, "a"), spec: webSpec("b", 3),
+			changed: true, version: 2, stable: 1, expected: 1, deployFrom: 1, deployTo: 2, wantVersion: 2,
+		},
+		{
+			name: "after rollback numbers past the newest", app: appWith(1, 1, "a", "b"), spec: webSpec("c", 3),
+			changed: true, version: 3, stable: 1, expected: 1, deployFrom: 1, deployTo: 3, wantVersion: 3,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, changed := NewVersion(tc.app, tc.spec, now, fixedID)
+			if changed != tc.changed {
+				t.Fatalf("changed = %v, want %v", changed, tc.changed)
+			}
+			if !changed {
+				if cmd != nil {
+					t.Fatalf("unchanged spec gave a command")
+				}
+				return
+			}
+			a := cmd.GetApp()
+			if a.GetVersion() != tc.version || a.GetStableVersion() != tc.stable {
+				t.Errorf("version %d stable %d, want %d %d", a.GetVersion(), a.GetStableVersion(), tc.version, tc.stable)
+			}
+			if cmd.GetExpectedVersion() != tc.expected {
+				t.Errorf("expected_version %d, want %d", cmd.GetExpectedVersion(), tc.expected)
+			}
+			if len(a.GetVersions()) != tc.wantVersion {
+				t.Errorf("%d versions, want %d", len(a.GetVersions()), tc.wantVersion)
+			}
+			if !proto.Equal(fsm.SpecOf(a, a.GetVersion()), tc.spec) {
+				t.Errorf("current spec is not the deployed spec")
+			}
+			d := cmd.GetDeployment()
+			if tc.deployTo == 0 {
+				if d != nil {
+					t.Fatalf("unexpected deployment %v", d)
+				}
+				return
+			}
+			if d == nil {
+				t.Fatal("no deployment")
+			}
+			if d.GetFromVersion() != tc.deployFrom || d.GetToVersion() != tc.deployTo || d.GetStatus() != pb.DeploymentRunning {
+				t.Errorf("deployment %d->%d %s", d.GetFromVersion(), d.GetToVersion(), d.GetStatus())
+			}
+			if d.GetId() != "d1" || d.GetReplicas() != tc.spec.GetReplicas() || d.GetUpdate().GetBatchSize() != 1 {
+				t.Errorf("deployment fields: %v", d)
+			}
+			if d.GetBatchDeadline() != now.Add(10*time.Second).UnixNano() || d.GetProgressDeadline() != now.Add(30*time.Second).UnixNano() {
+				t.Errorf("deadlines %d %d", d.GetBatchDeadline(), d.GetProgressDeadline())
+			}
+		})
+	}
+}
+
+func TestRollback(t *testing.T) {
+	now := time.Unix(100, 0)
+	tests := []struct {
+		name    string
+		app     *pb.App
+		target  uint64
+		wantErr error
+	}{
+		{name: "to stable", app: appWith(3, 1, "a", "b", "c"), target: 1},
+		{name: "stable is current: newest older", app: appWith(3, 3, "a", "b", "c"), target: 2},
+		{name: "skips replicas-only versions", app: appWith(3, 3, "a", "b", "b"), target: 1},
+		{name: "nothing older", app: appWith(1, 1, "a"), wantErr: fsm.ErrInvalid},
+		{name: "no app", wantErr: fsm.ErrAppNotFound},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, err := Rollback(tc.app, now, fixedID)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			if cmd.GetApp().GetVersion() != tc.target {
+				t.Errorf("version %d, want %d", cmd.GetApp().GetVersion(), tc.target)
+			}
+			if len(cmd.GetApp().GetVersions()) != len(tc.app.GetVersions()) {
+				t.Errorf("rollback added a version")
+			}
+			if cmd.GetExpectedVersion() != tc.app.GetVersion() {
+				t.Errorf("expected_version %d", cmd.GetExpectedVersion())
+			}
+			d := cmd.GetDeployment()
+			if !d.GetManualRollback() || d.GetFromVersion() != tc.app.GetVersion() || d.GetToVersion() != tc.target {
+				t.Errorf("deployment %v", d)
+			}
+		})
+	}
+}
