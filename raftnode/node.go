@@ -304,6 +304,7 @@ func (n *Node) Stats() *pb.ManagerStatus {
 		State:        strings.ToLower(n.raft.State().String()),
 		Term:         n.raft.CurrentTerm(),
 		AppliedIndex: n.raft.AppliedIndex(),
+		LastIndex:    n.raft.LastIndex(),
 	}
 	switch last := n.raft.LastContact(); {
 	case n.IsLeader():
