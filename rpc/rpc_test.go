@@ -22,9 +22,11 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hivemind-orch/hivemind/deploy"
 	"github.com/hivemind-orch/hivemind/fsm"
 	"github.com/hivemind-orch/hivemind/raftnode"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
+	"github.com/hivemind-orch/hivemind/spec"
 )
 
 const (
@@ -45,6 +47,10 @@ type fakeRaft struct {
 	servers    []raftnode.Server
 	stats      *pb.ManagerStatus
 	panicStats bool
+
+	// beforePropose, when set, runs once before the next proposal is
+	// applied: a write that races the proposal.
+	beforePropose func()
 }
 
 // set changes the fake under its lock, as servers read it concurrently.
@@ -81,9 +87,17 @@ func (r *fakeRaft) Servers() ([]raftnode.Server, error) {
 	return r.servers, nil
 }
 
-func (r *fakeRaft) Propose(ctx context.Context, t fsm.CommandType, msg proto.Message) (uint64, error) {
+func (r *fakeRaft) Propose(ctx context.Context, t fsm.CommandType,
+	msg proto.Message) (uint64, error) {
 	if !r.IsLeader() {
 		return 0, raft.ErrNotLeader
+	}
+	r.mu.Lock()
+	race := r.beforePropose
+	r.beforePropose = nil
+	r.mu.Unlock()
+	if race != nil {
+		race()
 	}
 	return r.apply(t, msg)
 }
@@ -323,15 +337,49 @@ func TestDeployApp(t *testing.T) {
 	})
 }
 
+func TestDeployAppRetriesAfterConflict(t *testing.T) {
+	m := startManager(t, "m1", true)
+	if _, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+
+	// Another writer stores version 2 between our read and our proposal.
+	m.raft.set(func(r *fakeRaft) {
+		r.beforePropose = func() {
+			other := webSpec()
+			other.Image = "registry.local/web:other"
+			spec.ApplyDefaults(other)
+			cmd, _ := deploy.NewVersion(m.raft.fsm.State().App("web"), other,
+				time.Unix(1000, 0), func() string { return "racer" })
+			m.raft.mustApply(t, fsm.DeployAppType, cmd)
+		}
+	})
+	sp := webSpec()
+	sp.Image = "registry.local/web:v2"
+	resp, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: sp})
+	if err != nil {
+		t.Fatalf("deploy after a conflict: %v", err)
+	}
+	app := m.raft.fsm.State().App("web")
+	if resp.Version != 3 || app.GetVersion() != 3 ||
+		fsm.SpecOf(app, 3).GetImage() != sp.Image {
+		t.Errorf("response %v, app %v; want version 3 with image %s", resp, app, sp.Image)
+	}
+}
+
 func TestAppReads(t *testing.T) {
 	m := startManager(t, "m1", true)
 	if _, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()}); err != nil {
 		t.Fatalf("deploy: %v", err)
 	}
+	task := func(id, desired, state string, healthy bool) *pb.Task {
+		return &pb.Task{Id: id, App: "web", Version: 1, Node: "w1",
+			Desired: desired, State: state, Healthy: healthy}
+	}
 	m.raft.mustApply(t, fsm.PlanType, &pb.PlanCmd{Create: []*pb.Task{
-		{Id: "t1", App: "web", Version: 1, Node: "w1", Desired: pb.DesiredRun, State: pb.TaskRunning, Healthy: true},
-		{Id: "t2", App: "web", Version: 1, Node: "w1", Desired: pb.DesiredRun, State: pb.TaskRunning},
-		{Id: "t3", App: "web", Version: 1, Node: "w1", Desired: pb.DesiredStop, State: pb.TaskStopped},
+		task("t1", pb.DesiredRun, pb.TaskRunning, true),
+		task("t2", pb.DesiredRun, pb.TaskRunning, false),
+		task("t3", pb.DesiredStop, pb.TaskStopped, false),
 	}})
 
 	t.Run("status", func(t *testing.T) {
@@ -560,7 +608,8 @@ func TestAssignmentsAndReport(t *testing.T) {
 	if err != nil {
 		t.Fatalf("recv: %v", err)
 	}
-	if got := resp.Tasks[0]; got.State != pb.TaskRunning || got.HealthySince != time.Unix(1000, 0).UnixNano() {
+	got := resp.Tasks[0]
+	if got.State != pb.TaskRunning || got.HealthySince != time.Unix(1000, 0).UnixNano() {
 		t.Errorf("task after report %v, want running, healthy since the leader's now", got)
 	}
 }
@@ -613,6 +662,18 @@ func TestForwarding(t *testing.T) {
 		}
 		if resp.App.GetName() != "web" {
 			t.Errorf("got app %v, want web", resp.App)
+		}
+	})
+
+	t.Run("http through the follower", func(t *testing.T) {
+		resp, err := http.Get("http://" + follower.srv.HTTPAddr() + "/v1/apps")
+		if err != nil {
+			t.Fatalf("GET /v1/apps on follower: %v", err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"web"`) {
+			t.Errorf("status %d body %s, want the leader's app web", resp.StatusCode, body)
 		}
 	})
 

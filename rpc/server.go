@@ -38,6 +38,9 @@ type Raft interface {
 	Propose(ctx context.Context, t fsm.CommandType, msg proto.Message) (uint64, error)
 }
 
+// *raftnode.Node is what a manager passes as Config.Raft.
+var _ Raft = (*raftnode.Node)(nil)
+
 // Config configures a Server. Name, Store (or FSM), Raft, RPCAddr and
 // HTTPAddr are required; the rest have defaults.
 type Config struct {
