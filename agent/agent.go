@@ -1,0 +1,342 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/hivemind-orch/hivemind/agent/runtime"
+	"github.com/hivemind-orch/hivemind/gossip"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// Errors returned by Run.
+var (
+	// ErrJoinRefused means a manager refused the join token. Run returns
+	// it wrapped with the manager's message and does not retry.
+	ErrJoinRefused = errors.New("join refused")
+
+	// ErrAlreadyRunning is returned by a second call of Run.
+	ErrAlreadyRunning = errors.New("agent already running")
+)
+
+// rpcTimeout bounds each unary call to a manager.
+const rpcTimeout = 5 * time.Second
+
+// leaveTimeout bounds the gossip leave broadcast on shutdown.
+const leaveTimeout = 5 * time.Second
+
+// pool is the part of the gossip pool the agent uses; tests replace it.
+type pool interface {
+	RetryJoin(ctx context.Context, addrs []string)
+	Members() []gossip.Member
+	Changed() <-chan struct{}
+	Leave(timeout time.Duration) error
+	Shutdown() error
+}
+
+// Agent is a worker node. Create it with New and start it with Run.
+type Agent struct {
+	cfg  Config
+	log  hclog.Logger
+	mgrs *managers
+
+	// newPool creates the gossip pool; tests swap in a fake.
+	newPool func(gossip.Config) (pool, error)
+
+	running atomic.Bool
+}
+
+// New checks cfg and returns an Agent. It opens no port and touches no
+// container: Run does.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.Default()
+	}
+
+	var join []string
+	for _, j := range cfg.Join {
+		addr, err := withDefaultPort(j, DefaultManagerRPCPort)
+		if err != nil {
+			return nil, err // Validate already checked; kept for safety
+		}
+		join = append(join, addr)
+	}
+
+	a := &Agent{
+		cfg:  cfg,
+		log:  cfg.Logger.Named("agent").With("node", cfg.Name),
+		mgrs: newManagers(join, dialOptions()),
+	}
+	a.newPool = func(c gossip.Config) (pool, error) {
+		return gossip.New(c)
+	}
+	return a, nil
+}
+
+// Run registers the worker, joins the gossip pool and runs its tasks until
+// ctx is done, then leaves the pool and returns nil. Containers keep running
+// after Run returns so that a restarted agent finds them. Run returns early
+// with an error wrapping ErrJoinRefused when the token is refused, or with
+// an error when the runtime or the gossip pool cannot be set up.
+func (a *Agent) Run(ctx context.Context) error {
+	if !a.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	defer a.mgrs.close()
+
+	rt, err := a.openRuntime()
+	if err != nil {
+		return err
+	}
+	if a.cfg.Runtime == nil {
+		defer a.closeRuntime(rt)
+	}
+
+	logDir := filepath.Join(a.cfg.DataDir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return fmt.Errorf("log dir %q: %w", logDir, err)
+	}
+
+	// What runs now is recorded before anything else so that nothing is
+	// destroyed before the first assignment list says what should run.
+	existing, err := rt.List(ctx)
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+
+	p, err := a.newPool(a.gossipConfig())
+	if err != nil {
+		return fmt.Errorf("gossip on %s:%d: %w",
+			a.cfg.BindAddr, a.cfg.GossipPort, err)
+	}
+	defer a.leave(p)
+
+	// Every goroutine below is done before the deferred calls above run.
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+
+	rep := newReporter(a.cfg.Name, a.mgrs, a.cfg.ReportInterval, a.log)
+	r := newRunner(runnerConfig{
+		log:      a.log.Named("runner"),
+		rt:       rt,
+		rep:      rep,
+		bindAddr: a.cfg.BindAddr,
+		logDir:   logDir,
+	}, existing)
+	assign := make(chan assignment)
+	goTracked(&wg, func() { r.run(runCtx, assign) })
+
+	resp, err := a.register(runCtx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	a.mgrs.set(rpcAddrs(resp.GetManagers()))
+
+	goTracked(&wg, func() { p.RetryJoin(runCtx, a.gossipJoin(resp)) })
+	goTracked(&wg, func() { a.followManagers(runCtx, p) })
+	goTracked(&wg, func() { rep.run(runCtx) })
+	goTracked(&wg, func() { a.watch(runCtx, assign) })
+
+	// TODO: start the ingress proxy and the DNS server here once they
+	// exist; both read the task set the runner keeps.
+
+	<-runCtx.Done()
+	a.log.Info("shutting down; containers keep running")
+	return nil
+}
+
+func goTracked(wg *sync.WaitGroup, f func()) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f()
+	}()
+}
+
+// openRuntime returns the configured runtime or connects to containerd.
+func (a *Agent) openRuntime() (runtime.Runtime, error) {
+	if a.cfg.Runtime != nil {
+		return a.cfg.Runtime, nil
+	}
+	rt, err := runtime.NewContainerd(runtime.Config{
+		Socket:             a.cfg.ContainerdSocket,
+		Namespace:          a.cfg.ContainerdNamespace,
+		InsecureRegistries: a.cfg.InsecureRegistries,
+		Logger:             a.log.Named("runtime"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("containerd at %s: %w",
+			a.cfg.ContainerdSocket, err)
+	}
+	return rt, nil
+}
+
+func (a *Agent) closeRuntime(rt runtime.Runtime) {
+	if err := rt.Close(); err != nil {
+		a.log.Warn("closing the runtime", "error", err)
+	}
+}
+
+func (a *Agent) gossipConfig() gossip.Config {
+	c := gossip.DefaultConfig()
+	c.Name = a.cfg.Name
+	c.BindAddr = a.cfg.BindAddr
+	c.Port = a.cfg.GossipPort
+	c.Logger = a.log.Named("gossip")
+	c.Meta = gossip.Meta{
+		Role:    pb.RoleWorker,
+		Name:    a.cfg.Name,
+		Address: a.cfg.BindAddr,
+		DNSPort: a.cfg.DNSPort,
+	}
+	return c
+}
+
+// gossipJoin returns the managers' gossip addresses from a Register
+// response, or the join hosts at the default gossip port if it has none.
+func (a *Agent) gossipJoin(resp *pb.RegisterResponse) []string {
+	if addrs := gossipAddrs(resp.GetManagers()); len(addrs) > 0 {
+		return addrs
+	}
+	var out []string
+	for _, j := range a.mgrs.order() {
+		host, _, err := net.SplitHostPort(j)
+		if err != nil {
+			continue // every entry went through withDefaultPort
+		}
+		out = append(out, net.JoinHostPort(host,
+			strconv.Itoa(DefaultGossipPort)))
+	}
+	return out
+}
+
+func (a *Agent) leave(p pool) {
+	if err := p.Leave(leaveTimeout); err != nil {
+		a.log.Warn("leaving the gossip pool", "error", err)
+	}
+	if err := p.Shutdown(); err != nil {
+		a.log.Warn("shutting down gossip", "error", err)
+	}
+}
+
+// register calls Register on each manager in turn until one accepts.
+func (a *Agent) register(ctx context.Context) (*pb.RegisterResponse, error) {
+	req := &pb.RegisterRequest{
+		Token:      a.cfg.Token,
+		Name:       a.cfg.Name,
+		Address:    a.cfg.BindAddr,
+		GossipPort: int32(a.cfg.GossipPort),
+		DnsPort:    int32(a.cfg.DNSPort),
+	}
+	bo := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	for {
+		for _, addr := range a.mgrs.order() {
+			resp, err := a.registerAt(ctx, addr, req)
+			if err == nil {
+				a.mgrs.succeeded(addr)
+				a.log.Info("registered", "manager", addr,
+					"managers", len(resp.GetManagers()))
+				return resp, nil
+			}
+			switch status.Code(err) {
+			case codes.PermissionDenied, codes.Unauthenticated:
+				return nil, fmt.Errorf("%w by manager %s: %s",
+					ErrJoinRefused, addr, status.Convert(err).Message())
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			a.log.Warn("register failed", "manager", addr, "error", err)
+			a.mgrs.failed(addr)
+		}
+		if !sleepCtx(ctx, bo.next()) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (a *Agent) registerAt(ctx context.Context, addr string,
+	req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	c, err := a.mgrs.client(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	return c.Register(ctx, req)
+}
+
+// followManagers keeps the manager list in step with the alive managers
+// seen in gossip, so that the agent finds managers added after it
+// registered and stops trying ones that are gone.
+func (a *Agent) followManagers(ctx context.Context, p pool) {
+	for {
+		changed := p.Changed()
+		var addrs []string
+		for _, m := range p.Members() {
+			if m.Alive && m.Meta.Role == pb.RoleManager && m.Meta.RPCPort > 0 {
+				addrs = append(addrs, net.JoinHostPort(m.Meta.Address,
+					strconv.Itoa(m.Meta.RPCPort)))
+			}
+		}
+		sort.Strings(addrs)
+		a.mgrs.set(addrs)
+
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// backoff doubles a delay from min to max, with up to 20% jitter.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	switch {
+	case b.cur == 0:
+		b.cur = b.min
+	case b.cur < b.max:
+		b.cur = min(2*b.cur, b.max)
+	}
+	return b.cur - time.Duration(rand.Int64N(int64(b.cur)/5+1))
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleepCtx waits d and reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,396 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+const wait = 5 * time.Second
+
+func TestJoinRefused(t *testing.T) {
+	h := startAgent(t, "wrong", newFakeRuntime())
+
+	select {
+	case err := <-h.done:
+		if !errors.Is(err, ErrJoinRefused) {
+			t.Fatalf("Run = %v, want ErrJoinRefused", err)
+		}
+		h.done <- nil // for the cleanup
+	case <-time.After(wait):
+		t.Fatal("Run did not return after a refused token")
+	}
+}
+
+func TestStartTaskEnv(t *testing.T) {
+	rt := newFakeRuntime()
+	h := startAgent(t, "secret", rt)
+
+	tk := task("t1")
+	tk.Spec.Command = []string{"/bin/server", "-v"}
+	tk.Spec.Env = map[string]string{"GREETING": "hello"}
+	tk.Spec.Ports = []*pb.Port{{Name: "http"}, {Name: "admin-ui"}}
+	tk.Ports = map[string]int32{"http": 20000, "admin-ui": 20001}
+	h.mgr.assign(tk)
+
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	spec, ok := rt.started("t1")
+	if !ok || !rt.called("pull registry.test/web:v3") {
+		t.Fatalf("runtime calls %v: want pull and start", rt.callList())
+	}
+	wantEnv := []string{
+		"GREETING=hello",
+		"HIVEMIND_IP=127.0.0.1",
+		"HIVEMIND_PORT_ADMIN_UI=20001",
+		"HIVEMIND_ADDR_ADMIN_UI=127.0.0.1:20001",
+		"HIVEMIND_PORT_HTTP=20000",
+		"HIVEMIND_ADDR_HTTP=127.0.0.1:20000",
+		"HIVEMIND_APP=web",
+		"HIVEMIND_TASK_ID=t1",
+		"HIVEMIND_VERSION=3",
+	}
+	if !slices.Equal(spec.Env, wantEnv) {
+		t.Errorf("env = %q\nwant %q", spec.Env, wantEnv)
+	}
+	if !slices.Equal(spec.Args, tk.Spec.Command) {
+		t.Errorf("args = %q, want %q", spec.Args, tk.Spec.Command)
+	}
+	if spec.Image != "registry.test/web:v3" {
+		t.Errorf("image = %q", spec.Image)
+	}
+	wantLabels := map[string]string{
+		LabelTaskID: "t1", LabelApp: "web", LabelVersion: "3",
+	}
+	for k, v := range wantLabels {
+		if spec.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, spec.Labels[k], v)
+		}
+	}
+	wantLog := filepath.Join(h.agent.cfg.DataDir, "logs", "t1.log")
+	if spec.LogPath != wantLog {
+		t.Errorf("log path = %q, want %q", spec.LogPath, wantLog)
+	}
+}
+
+func TestPullFailure(t *testing.T) {
+	rt := newFakeRuntime()
+	rt.pullErr["registry.test/web:v3"] = errors.New("not found")
+	h := startAgent(t, "secret", rt)
+
+	h.mgr.assign(task("t1"))
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskFailed, false))
+	want := "pull registry.test/web:v3: not found"
+	if got := h.mgr.report("t1").GetMessage(); got != want {
+		t.Errorf("message = %q, want %q", got, want)
+	}
+	if rt.called("start t1") {
+		t.Error("started a task whose pull failed")
+	}
+}
+
+func TestExitReportsFailed(t *testing.T) {
+	rt := newFakeRuntime()
+	h := startAgent(t, "secret", rt)
+
+	h.mgr.assign(task("t1"))
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	rt.exit("t1", 3)
+
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskFailed, false))
+	r := h.mgr.report("t1")
+	if r.GetExitCode() != 3 || r.GetMessage() != "exited with code 3" {
+		t.Errorf("report = %v, want exit code 3", r)
+	}
+
+	// A new list with the failed task still desired run must not
+	// restart it: the leader places a replacement.
+	h.mgr.assign(task("t1"), task("t2"))
+	waitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
+	if n := count(rt.callList(), "start t1"); n != 1 {
+		t.Errorf("t1 started %d times, want 1", n)
+	}
+}
+
+func TestDesiredStop(t *testing.T) {
+	rt := newFakeRuntime()
+	h := startAgent(t, "secret", rt)
+
+	tk := task("t1")
+	tk.Spec.Update = &pb.UpdateSpec{StopTimeout: int64(3 * time.Second)}
+	h.mgr.assign(tk)
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+
+	stop := task("t1")
+	stop.Spec.Update = tk.Spec.Update
+	stop.Desired = pb.DesiredStop
+	h.mgr.assign(stop)
+
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskStopped, false))
+	if d, ok := rt.stopTimeout("t1"); !ok || d != 3*time.Second {
+		t.Errorf("stop timeout = %s (called %v), want 3s", d, ok)
+	}
+
+	// Once the leader deletes the task, nothing more happens to it.
+	h.mgr.assign()
+	waitFor(t, wait, func() error {
+		if !rt.called("remove t1") {
+			return fmt.Errorf("t1 not removed; calls %v", rt.callList())
+		}
+		return nil
+	})
+}
+
+func TestUnlistedTaskRemoved(t *testing.T) {
+	rt := newFakeRuntime()
+	h := startAgent(t, "secret", rt)
+
+	h.mgr.assign(task("t1"))
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	h.mgr.assign()
+
+	waitFor(t, wait, func() error {
+		if !rt.called("stop t1") || !rt.called("remove t1") {
+			return fmt.Errorf("t1 not stopped and removed; calls %v",
+				rt.callList())
+		}
+		return nil
+	})
+	if d, _ := rt.stopTimeout("t1"); d != defaultStopTimeout {
+		t.Errorf("stop timeout = %s, want the default", d)
+	}
+}
+
+func TestRestartReconciliation(t *testing.T) {
+	rt := newFakeRuntime()
+	rt.add("run-ok", true, 0)    // assigned, running: adopted
+	rt.add("run-dead", false, 2) // assigned, exited: reported failed
+	rt.add("orphan", true, 0)    // not assigned: stopped and removed
+	rt.add("to-stop", true, 0)   // assigned with desired stop
+	h := startAgent(t, "secret", rt)
+
+	// Nothing is touched before the first list arrives.
+	waitFor(t, wait, func() error {
+		if h.mgr.openStreams() == 0 {
+			return errors.New("no assignment stream opened")
+		}
+		return nil
+	})
+	if calls := rt.callList(); len(calls) != 0 {
+		t.Fatalf("runtime calls before any assignment: %v", calls)
+	}
+
+	stop := task("to-stop")
+	stop.Desired = pb.DesiredStop
+	h.mgr.assign(task("run-ok"), task("run-dead"), stop)
+
+	waitFor(t, wait, h.mgr.hasReport("run-ok", pb.TaskRunning, true))
+	waitFor(t, wait, h.mgr.hasReport("run-dead", pb.TaskFailed, false))
+	waitFor(t, wait, h.mgr.hasReport("to-stop", pb.TaskStopped, false))
+	waitFor(t, wait, func() error {
+		for _, c := range []string{
+			"watch run-ok", "stop orphan", "remove orphan",
+			"stop to-stop", "remove to-stop",
+		} {
+			if !rt.called(c) {
+				return fmt.Errorf("no %q; calls %v", c, rt.callList())
+			}
+		}
+		return nil
+	})
+
+	if r := h.mgr.report("run-dead"); r.GetExitCode() != 2 {
+		t.Errorf("run-dead report = %v, want exit code 2", r)
+	}
+	for _, c := range rt.callList() {
+		switch c {
+		case "stop run-ok", "remove run-ok", "start run-ok",
+			"pull registry.test/web:v3", "start run-dead":
+			t.Errorf("unexpected call %q", c)
+		}
+	}
+	if r := h.mgr.report("orphan"); r != nil {
+		t.Errorf("reported unassigned container: %v", r)
+	}
+
+	// An adopted container's exit is noticed.
+	rt.exit("run-ok", 1)
+	waitFor(t, wait, h.mgr.hasReport("run-ok", pb.TaskFailed, false))
+}
+
+func TestHealthChecks(t *testing.T) {
+	for _, kind := range []string{pb.ProtocolHTTP, pb.ProtocolTCP} {
+		t.Run(kind, func(t *testing.T) {
+			var failing atomic.Bool
+			srv := httptest.NewServer(http.HandlerFunc(
+				func(w http.ResponseWriter, r *http.Request) {
+					if failing.Load() || r.URL.Path != "/healthz" {
+						w.WriteHeader(http.StatusInternalServerError)
+					}
+				}))
+			defer srv.Close()
+			_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+			p, _ := strconv.Atoi(port)
+
+			rt := newFakeRuntime()
+			h := startAgent(t, "secret", rt)
+			tk := task("t1")
+			tk.Ports = map[string]int32{"http": int32(p)}
+			tk.Spec.Health = &pb.HealthSpec{
+				Interval: int64(20 * time.Millisecond),
+				Timeout:  int64(time.Second),
+			}
+			if kind == pb.ProtocolHTTP {
+				tk.Spec.Health.Http = &pb.HTTPCheck{Port: "http", Path: "/healthz"}
+			} else {
+				tk.Spec.Health.Tcp = &pb.TCPCheck{Port: "http"}
+			}
+			h.mgr.assign(tk)
+			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+
+			// HTTP fails on a 500; TCP once nothing listens.
+			if kind == pb.ProtocolHTTP {
+				failing.Store(true)
+			} else {
+				srv.Close()
+			}
+			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, false))
+			if msg := h.mgr.report("t1").GetMessage(); msg == "" {
+				t.Error("unhealthy report has no message")
+			}
+		})
+	}
+}
+
+func TestHealthStartPeriod(t *testing.T) {
+	rt := newFakeRuntime()
+	h := startAgent(t, "secret", rt)
+
+	// Nothing listens on the port: every check fails.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := lis.Addr().(*net.TCPAddr).Port
+	lis.Close()
+
+	tk := task("t1")
+	tk.Ports = map[string]int32{"tcp": int32(port)}
+	tk.Spec.Health = &pb.HealthSpec{
+		Tcp:         &pb.TCPCheck{Port: "tcp"},
+		Interval:    int64(20 * time.Millisecond),
+		Timeout:     int64(time.Second),
+		StartPeriod: int64(time.Hour),
+	}
+	h.mgr.assign(tk)
+
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, false))
+	if msg := h.mgr.report("t1").GetMessage(); msg != "" {
+		t.Errorf("message during start period = %q, want none", msg)
+	}
+}
+
+func TestFullResend(t *testing.T) {
+	rt := newFakeRuntime()
+	h := startAgent(t, "secret", rt, func(c *Config) {
+		c.ReportInterval = 20 * time.Millisecond
+	})
+
+	h.mgr.assign(task("t1"))
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+
+	// t1 does not change, yet its report keeps coming.
+	waitFor(t, wait, func() error {
+		if n := h.mgr.receivedFor("t1"); n < 5 {
+			return fmt.Errorf("t1 reported %d times, want 5", n)
+		}
+		return nil
+	})
+}
+
+func TestStaticStability(t *testing.T) {
+	rt := newFakeRuntime()
+	h := startAgent(t, "secret", rt)
+
+	h.mgr.assign(task("t1"))
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	opened := h.mgr.openStreams()
+
+	// The manager loses its leader: streams fail and reconnect.
+	h.mgr.setRefuse(true)
+	waitFor(t, wait, func() error {
+		if n := h.mgr.openStreams(); n < opened+3 {
+			return fmt.Errorf("%d reconnects, want 3", n-opened)
+		}
+		return nil
+	})
+	for _, c := range rt.callList() {
+		if c == "stop t1" || c == "remove t1" {
+			t.Fatalf("%q while no manager served assignments", c)
+		}
+	}
+
+	// Back to normal: the task list carries on where it was.
+	h.mgr.setRefuse(false)
+	h.mgr.assign(task("t1"), task("t2"))
+	waitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
+	if n := count(rt.callList(), "start t1"); n != 1 {
+		t.Errorf("t1 started %d times, want 1", n)
+	}
+}
+
+func TestStaleAssignmentsIgnored(t *testing.T) {
+	rt := newFakeRuntime()
+	h := startAgent(t, "secret", rt)
+
+	h.mgr.assignAt(10, task("t1"))
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+
+	// A lagging replica, then an empty one: neither may remove t1.
+	h.mgr.assignAt(5)
+	waitFor(t, wait, h.mgr.streamed(5))
+	h.mgr.assignAt(0)
+	waitFor(t, wait, h.mgr.streamed(0))
+	h.mgr.assignAt(11, task("t1"), task("t2"))
+	waitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
+	for _, c := range rt.callList() {
+		if c == "stop t1" || c == "remove t1" {
+			t.Fatalf("%q after a stale assignment list", c)
+		}
+	}
+}
+
+func TestReportFailover(t *testing.T) {
+	other := startManager(t, "secret")
+	rt := newFakeRuntime()
+	h := startAgent(t, "secret", rt, func(c *Config) {
+		c.Join = append(c.Join, other.addr)
+	})
+
+	// The first manager streams assignments but cannot take reports.
+	h.mgr.failReports()
+	h.mgr.assign(task("t1"))
+	waitFor(t, wait, other.hasReport("t1", pb.TaskRunning, true))
+	if r := h.mgr.report("t1"); r != nil {
+		t.Errorf("failing manager recorded %v", r)
+	}
+}
+
+func count(calls []string, call string) int {
+	n := 0
+	for _, c := range calls {
+		if c == call {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"net"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/hivemind-orch/hivemind/agent/runtime"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// Labels put on every task container.
+const (
+	LabelTaskID  = "hivemind.task-id"
+	LabelApp     = "hivemind.app"
+	LabelVersion = "hivemind.version"
+)
+
+// containerSpec is the runtime spec of task t. The container ID is the
+// task ID; logs go to logDir/<id>.log.
+func containerSpec(t *pb.Task, bindAddr, logDir string) runtime.Spec {
+	version := strconv.FormatUint(t.GetVersion(), 10)
+	return runtime.Spec{
+		ID:    t.GetId(),
+		Image: t.GetSpec().GetImage(),
+		Args:  append([]string(nil), t.GetSpec().GetCommand()...),
+		Env:   taskEnv(t, bindAddr),
+		Labels: map[string]string{
+			LabelTaskID:  t.GetId(),
+			LabelApp:     t.GetApp(),
+			LabelVersion: version,
+		},
+		LogPath: filepath.Join(logDir, t.GetId()+".log"),
+	}
+}
+
+// taskEnv is the spec's environment, sorted by name, followed by the
+// HIVEMIND_ variables. Ours come last so that they win over the spec's.
+func taskEnv(t *pb.Task, bindAddr string) []string {
+	ip := t.GetAddress()
+	if ip == "" {
+		ip = bindAddr
+	}
+
+	var env []string
+	user := t.GetSpec().GetEnv()
+	for _, k := range sortedKeys(user) {
+		env = append(env, k+"="+user[k])
+	}
+
+	env = append(env, "HIVEMIND_IP="+ip)
+	ports := t.GetPorts()
+	for _, name := range sortedKeys(ports) {
+		p := strconv.Itoa(int(ports[name]))
+		key := envName(name)
+		env = append(env,
+			"HIVEMIND_PORT_"+key+"="+p,
+			"HIVEMIND_ADDR_"+key+"="+net.JoinHostPort(ip, p))
+	}
+	return append(env,
+		"HIVEMIND_APP="+t.GetApp(),
+		"HIVEMIND_TASK_ID="+t.GetId(),
+		"HIVEMIND_VERSION="+strconv.FormatUint(t.GetVersion(), 10))
+}
+
+// envName turns a port name into the suffix of its variables: "admin-ui"
+// becomes "ADMIN_UI".
+func envName(port string) string {
+	return strings.ToUpper(strings.ReplaceAll(port, "-", "_"))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,484 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/agent/runtime"
+	"github.com/hivemind-orch/hivemind/gossip"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// waitFor polls cond until it returns nil, failing the test with cond's
+// last error after d.
+func waitFor(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", d, err)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// testLogger routes logs to t.Log.
+func testLogger(t *testing.T) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   t.Name(),
+		Level:  hclog.Debug,
+		Output: tWriter{t},
+	})
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// fakeContainer is a container of fakeRuntime.
+type fakeContainer struct {
+	spec    runtime.Spec
+	running bool
+	code    int
+}
+
+// fakeRuntime records calls and keeps containers in memory, following
+// the runtime.Runtime contract: Stop and Remove delete the container and
+// report the exit of a running one (143, 137); a missing one is no error.
+type fakeRuntime struct {
+	mu         sync.Mutex
+	containers map[string]*fakeContainer
+	pullErr    map[string]error
+	calls      []string
+	starts     map[string]runtime.Spec
+	stops      map[string]time.Duration
+	exits      chan runtime.Exit
+}
+
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{
+		containers: make(map[string]*fakeContainer),
+		pullErr:    make(map[string]error),
+		starts:     make(map[string]runtime.Spec),
+		stops:      make(map[string]time.Duration),
+		exits:      make(chan runtime.Exit, 100),
+	}
+}
+
+func (f *fakeRuntime) record(format string, args ...any) {
+	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+}
+
+func (f *fakeRuntime) Pull(_ context.Context, image string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("pull %s", image)
+	return f.pullErr[image]
+}
+
+func (f *fakeRuntime) Start(_ context.Context, s runtime.Spec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("start %s", s.ID)
+	if _, ok := f.containers[s.ID]; ok {
+		return fmt.Errorf("container %q: %w", s.ID, runtime.ErrExists)
+	}
+	f.containers[s.ID] = &fakeContainer{spec: s, running: true}
+	f.starts[s.ID] = s
+	return nil
+}
+
+func (f *fakeRuntime) Stop(_ context.Context, id string, timeout time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("stop %s", id)
+	f.stops[id] = timeout
+	c, ok := f.containers[id]
+	if ok && c.running {
+		f.exits <- runtime.Exit{ID: id, Code: 143, At: time.Now()}
+	}
+	delete(f.containers, id)
+	return nil
+}
+
+func (f *fakeRuntime) Remove(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("remove %s", id)
+	if c, ok := f.containers[id]; ok && c.running {
+		f.exits <- runtime.Exit{ID: id, Code: 137, At: time.Now()}
+	}
+	delete(f.containers, id)
+	return nil
+}
+
+func (f *fakeRuntime) List(context.Context) ([]runtime.Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []runtime.Container
+	for id, c := range f.containers {
+		out = append(out, runtime.Container{
+			ID: id, Labels: c.spec.Labels, Running: c.running,
+			ExitCode: c.code,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (f *fakeRuntime) Exits() <-chan runtime.Exit { return f.exits }
+
+func (f *fakeRuntime) Watch(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("watch %s", id)
+	if _, ok := f.containers[id]; !ok {
+		return fmt.Errorf("container %q: %w", id, runtime.ErrNotFound)
+	}
+	return nil
+}
+
+func (f *fakeRuntime) Close() error { return nil }
+
+// add puts a container in place as if an earlier agent had started it.
+func (f *fakeRuntime) add(id string, running bool, code int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.containers[id] = &fakeContainer{
+		spec:    runtime.Spec{ID: id, Labels: map[string]string{LabelTaskID: id}},
+		running: running, code: code,
+	}
+}
+
+// exit makes a running container exit with code.
+func (f *fakeRuntime) exit(id string, code int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.containers[id]; ok {
+		c.running, c.code = false, code
+	}
+	f.exits <- runtime.Exit{ID: id, Code: code, At: time.Now()}
+}
+
+// called reports whether call was made.
+func (f *fakeRuntime) called(call string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.calls {
+		if c == call {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fakeRuntime) callList() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func (f *fakeRuntime) started(id string) (runtime.Spec, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.starts[id]
+	return s, ok
+}
+
+func (f *fakeRuntime) stopTimeout(id string) (time.Duration, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.stops[id]
+	return d, ok
+}
+
+// fakeManager is a pb.WorkerServer on 127.0.0.1. It streams the task
+// list set with assign and records every report.
+type fakeManager struct {
+	pb.UnimplementedWorkerServer
+
+	token string
+	addr  string
+
+	mu       sync.Mutex
+	tasks    []*pb.Task
+	index    uint64
+	changed  chan struct{}
+	streams  int
+	refuse   bool                      // Assignments fails with Unavailable
+	failRep  bool                      // Report fails with Unavailable
+	assigned bool                      // assign was called: lists are streamed
+	sent     []uint64                  // the index of every list streamed
+	reports  map[string]*pb.TaskReport // latest report per task
+	batches  int
+	received map[string]int // reports received per task
+}
+
+func startManager(t *testing.T, token string) *fakeManager {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &fakeManager{
+		token:    token,
+		addr:     lis.Addr().String(),
+		changed:  make(chan struct{}),
+		reports:  make(map[string]*pb.TaskReport),
+		received: make(map[string]int),
+	}
+	s := grpc.NewServer()
+	pb.RegisterWorkerServer(s, m)
+	go func() { _ = s.Serve(lis) }() // ends with Stop below
+	t.Cleanup(s.Stop)
+	return m
+}
+
+func (m *fakeManager) Register(_ context.Context,
+	req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	if req.GetToken() != m.token {
+		return nil, status.Error(codes.PermissionDenied, "invalid join token")
+	}
+	return &pb.RegisterResponse{}, nil
+}
+
+func (m *fakeManager) Assignments(req *pb.AssignmentsRequest,
+	stream grpc.ServerStreamingServer[pb.AssignmentsResponse]) error {
+	m.mu.Lock()
+	m.streams++
+	m.mu.Unlock()
+	for {
+		m.mu.Lock()
+		if m.refuse {
+			m.mu.Unlock()
+			return status.Error(codes.Unavailable, "no leader")
+		}
+		resp := &pb.AssignmentsResponse{Index: m.index}
+		for _, t := range m.tasks {
+			resp.Tasks = append(resp.Tasks, proto.Clone(t).(*pb.Task))
+		}
+		changed, send := m.changed, m.assigned
+		m.mu.Unlock()
+
+		if send {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			m.mu.Lock()
+			m.sent = append(m.sent, resp.GetIndex())
+			m.mu.Unlock()
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func (m *fakeManager) Report(_ context.Context,
+	req *pb.ReportRequest) (*pb.ReportResponse, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failRep {
+		return nil, status.Error(codes.Unavailable, "no leader")
+	}
+	m.batches++
+	for _, r := range req.GetReports() {
+		m.reports[r.GetTaskId()] = r
+		m.received[r.GetTaskId()]++
+	}
+	return &pb.ReportResponse{}, nil
+}
+
+// assign streams tasks as the node's full list. No list is streamed
+// before the first call.
+func (m *fakeManager) assign(tasks ...*pb.Task) {
+	m.mu.Lock()
+	next := m.index + 1
+	m.mu.Unlock()
+	m.assignAt(next, tasks...)
+}
+
+// assignAt streams tasks with the given store index, as a manager whose
+// replica is at that index would.
+func (m *fakeManager) assignAt(index uint64, tasks ...*pb.Task) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.tasks = tasks
+	m.index = index
+	m.assigned = true
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// setRefuse makes Assignments fail, breaking the open streams, or
+// serve again.
+func (m *fakeManager) setRefuse(on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.refuse = on
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// streamed is a waitFor condition: a list with index was sent.
+func (m *fakeManager) streamed(index uint64) func() error {
+	return func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, i := range m.sent {
+			if i == index {
+				return nil
+			}
+		}
+		return fmt.Errorf("no list with index %d streamed; sent %v",
+			index, m.sent)
+	}
+}
+
+// failReports makes Report fail.
+func (m *fakeManager) failReports() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.failRep = true
+}
+
+// report returns the latest report of a task.
+func (m *fakeManager) report(id string) *pb.TaskReport {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reports[id]
+}
+
+func (m *fakeManager) openStreams() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.streams
+}
+
+func (m *fakeManager) receivedFor(id string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.received[id]
+}
+
+// hasReport is a waitFor condition on the latest report of a task.
+func (m *fakeManager) hasReport(id, state string, healthy bool) func() error {
+	return func() error {
+		r := m.report(id)
+		if r.GetState() != state || r.GetHealthy() != healthy {
+			return fmt.Errorf("task %q: report %v, want state %q healthy %v",
+				id, r, state, healthy)
+		}
+		return nil
+	}
+}
+
+// fakePool stands in for the gossip pool.
+type fakePool struct {
+	mu     sync.Mutex
+	joined []string
+	left   bool
+}
+
+func (p *fakePool) RetryJoin(_ context.Context, addrs []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.joined = addrs
+}
+
+func (p *fakePool) Members() []gossip.Member { return nil }
+
+func (p *fakePool) Changed() <-chan struct{} { return nil }
+
+func (p *fakePool) Leave(time.Duration) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.left = true
+	return nil
+}
+
+func (p *fakePool) Shutdown() error { return nil }
+
+// harness is an agent running against a fake manager and runtime.
+type harness struct {
+	agent *Agent
+	rt    *fakeRuntime
+	mgr   *fakeManager
+	pool  *fakePool
+	done  chan error
+	stop  context.CancelFunc
+}
+
+// startAgent runs an agent with token against a manager expecting
+// "secret". rt may hold containers from an earlier run.
+func startAgent(t *testing.T, token string, rt *fakeRuntime,
+	opts ...func(*Config)) *harness {
+	t.Helper()
+	h := &harness{rt: rt, mgr: startManager(t, "secret"), pool: &fakePool{}}
+
+	cfg := DefaultConfig()
+	cfg.Name = "w1"
+	cfg.DataDir = t.TempDir()
+	cfg.Join = []string{h.mgr.addr}
+	cfg.Token = token
+	cfg.Runtime = rt
+	cfg.Logger = testLogger(t)
+	cfg.ReportInterval = time.Hour
+	for _, o := range opts {
+		o(&cfg)
+	}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.newPool = func(gossip.Config) (pool, error) { return h.pool, nil }
+	h.agent = a
+
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stop = cancel
+	h.done = make(chan error, 1)
+	go func() { h.done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-h.done:
+			if err != nil && !errors.Is(err, ErrJoinRefused) {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("Run did not return after cancel")
+		}
+	})
+	return h
+}
+
+// task builds a task with desired "run" on node w1.
+func task(id string) *pb.Task {
+	return &pb.Task{
+		Id: id, App: "web", Version: 3, Node: "w1",
+		Address: "127.0.0.1", Desired: pb.DesiredRun,
+		Spec: &pb.AppSpec{Name: "web", Image: "registry.test/web:v3"},
+	}
+}

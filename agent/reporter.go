@@ -1,0 +1,167 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// flushEvery is the shortest time between two batches of changed reports.
+const flushEvery = 100 * time.Millisecond
+
+// reporter sends task reports to the managers: the changed ones in
+// batches, and all of them every interval. The runner updates it without
+// ever blocking on the network.
+type reporter struct {
+	node     string
+	mgrs     *managers
+	interval time.Duration
+	log      hclog.Logger
+
+	mu      sync.Mutex
+	current map[string]*pb.TaskReport // the latest report of every task
+	dirty   map[string]bool           // not yet sent since it changed
+	kick    chan struct{}
+}
+
+func newReporter(node string, mgrs *managers, interval time.Duration,
+	log hclog.Logger) *reporter {
+	return &reporter{
+		node:     node,
+		mgrs:     mgrs,
+		interval: interval,
+		log:      log.Named("reporter"),
+		current:  make(map[string]*pb.TaskReport),
+		dirty:    make(map[string]bool),
+		kick:     make(chan struct{}, 1),
+	}
+}
+
+// update records rep as the task's latest report and schedules it.
+func (r *reporter) update(rep *pb.TaskReport) {
+	r.mu.Lock()
+	r.current[rep.GetTaskId()] = proto.Clone(rep).(*pb.TaskReport)
+	r.dirty[rep.GetTaskId()] = true
+	r.mu.Unlock()
+
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// forget drops a task that is no longer assigned.
+func (r *reporter) forget(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.current, id)
+	delete(r.dirty, id)
+}
+
+// take returns the dirty reports, or all of them, and marks them clean.
+func (r *reporter) take(all bool) []*pb.TaskReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	var out []*pb.TaskReport
+	for id, rep := range r.current {
+		if all || r.dirty[id] {
+			out = append(out, rep)
+		}
+	}
+	clear(r.dirty)
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].GetTaskId() < out[j].GetTaskId()
+	})
+	return out
+}
+
+// requeue marks reports that could not be sent dirty again, unless the
+// task was forgotten meanwhile.
+func (r *reporter) requeue(reps []*pb.TaskReport) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rep := range reps {
+		if _, ok := r.current[rep.GetTaskId()]; ok {
+			r.dirty[rep.GetTaskId()] = true
+		}
+	}
+}
+
+// run sends reports until ctx is done.
+func (r *reporter) run(ctx context.Context) {
+	full := time.NewTicker(r.interval)
+	defer full.Stop()
+	bo := backoff{min: 100 * time.Millisecond, max: time.Second}
+	var retry <-chan time.Time
+	var last time.Time
+
+	for {
+		all := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		case <-retry:
+			retry = nil
+		case <-full.C:
+			all = true
+		}
+
+		// Changes that come close together go out in one batch.
+		if !sleepCtx(ctx, time.Until(last.Add(flushEvery))) {
+			return
+		}
+		batch := r.take(all)
+		if len(batch) == 0 {
+			continue
+		}
+		last = time.Now()
+		if err := r.send(ctx, batch); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("report failed, will retry", "reports", len(batch),
+				"error", err)
+			r.requeue(batch)
+			retry = time.After(bo.next())
+			continue
+		}
+		bo.reset()
+	}
+}
+
+// send tries each manager in turn until one accepts the batch.
+func (r *reporter) send(ctx context.Context, batch []*pb.TaskReport) error {
+	req := &pb.ReportRequest{Node: r.node, Reports: batch}
+	var err error
+	for _, addr := range r.mgrs.order() {
+		if err = r.sendTo(ctx, addr, req); err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.log.Debug("report refused", "manager", addr, "error", err)
+	}
+	return fmt.Errorf("report to every manager: %w", err)
+}
+
+func (r *reporter) sendTo(ctx context.Context, addr string,
+	req *pb.ReportRequest) error {
+	c, err := r.mgrs.client(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	_, err = c.Report(ctx, req)
+	return err
+}

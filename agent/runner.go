@@ -1,0 +1,559 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/agent/runtime"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// defaultStopTimeout applies when a task's spec sets no stop_timeout.
+const defaultStopTimeout = 10 * time.Second
+
+// maxRetryDelay caps the delay before a failed stop or remove is retried.
+const maxRetryDelay = 30 * time.Second
+
+// assignment is one list of the tasks assigned to this node.
+type assignment struct {
+	tasks []*pb.Task
+	index uint64
+}
+
+// opKind names a container operation run outside the runner goroutine.
+type opKind int
+
+const (
+	opNone     opKind = iota
+	opStart           // pull the image and start the container
+	opTeardown        // stop the container if running, then remove it
+	opWatch           // ask the runtime to report the exit of an adopted container
+)
+
+// opResult is what an operation sends back to the runner.
+type opResult struct {
+	id    string
+	kind  opKind
+	stage string // the step that failed: "pull", "start", "stop", "remove", "watch"
+	err   error
+	at    time.Time // when the container started (opStart)
+}
+
+// healthResult is one health check outcome for the runner.
+type healthResult struct {
+	id      string
+	gen     int
+	healthy bool
+	message string
+}
+
+// taskState is the runner's record of one task or container. Only the
+// runner goroutine reads or writes it.
+type taskState struct {
+	id   string
+	task *pb.Task // the latest assignment; nil when not assigned
+	log  hclog.Logger
+
+	// What the runtime holds.
+	container bool // a container with this ID exists
+	running   bool
+	exitCode  int32
+	startedAt time.Time
+
+	// What is reported.
+	state     string // "" until the runner has decided
+	healthy   bool
+	message   string
+	published *pb.TaskReport
+
+	op          opKind        // the operation in flight, opNone if none
+	pendingExit *runtime.Exit // an exit seen while the start was in flight
+	retries     int
+	retryArmed  bool
+
+	checkGen  int
+	stopCheck context.CancelFunc
+}
+
+type runnerConfig struct {
+	log      hclog.Logger
+	rt       runtime.Runtime
+	rep      *reporter
+	bindAddr string
+	logDir   string
+}
+
+// runner owns the task map. Its goroutine reacts to assignment lists,
+// container exits, finished operations and health results, one at a time;
+// everything slow runs in goroutines that send their result back.
+type runner struct {
+	runnerConfig
+
+	tasks  map[string]*taskState
+	synced bool   // the first assignment list arrived
+	index  uint64 // the index of the latest list applied
+
+	ctx    context.Context
+	wg     sync.WaitGroup
+	done   chan opResult
+	health chan healthResult
+	poke   chan string
+}
+
+// newRunner records the containers found at start; they are left alone
+// until the first assignment list arrives.
+func newRunner(cfg runnerConfig, existing []runtime.Container) *runner {
+	r := &runner{
+		runnerConfig: cfg,
+		tasks:        make(map[string]*taskState),
+		done:         make(chan opResult),
+		health:       make(chan healthResult),
+		poke:         make(chan string),
+	}
+	for _, c := range existing {
+		st := r.newState(c.ID)
+		st.container = true
+		st.running = c.Running
+		st.exitCode = int32(c.ExitCode)
+		r.tasks[c.ID] = st
+	}
+	if len(existing) > 0 {
+		r.log.Info("found containers; waiting for assignments before "+
+			"touching them", "count", len(existing))
+	}
+	return r
+}
+
+func (r *runner) newState(id string) *taskState {
+	return &taskState{id: id, log: r.log.With("task_id", id)}
+}
+
+// run is the runner's loop. It returns when ctx is done, after every
+// operation and health checker it started has ended.
+func (r *runner) run(ctx context.Context, assign <-chan assignment) {
+	r.ctx = ctx
+	defer r.wg.Wait()
+
+	exits := r.rt.Exits()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-assign:
+			r.onAssign(a)
+		case e, ok := <-exits:
+			if !ok {
+				r.log.Error("runtime closed its exit stream")
+				exits = nil
+				continue
+			}
+			r.onExit(e)
+		case res := <-r.done:
+			r.onDone(res)
+		case h := <-r.health:
+			r.onHealth(h)
+		case id := <-r.poke:
+			if st, ok := r.tasks[id]; ok {
+				st.retryArmed = false
+				r.step(st)
+			}
+		}
+	}
+}
+
+// onAssign applies a full list of this node's tasks.
+func (r *runner) onAssign(a assignment) {
+	if a.index == 0 {
+		// A manager that has applied nothing yet knows no tasks; its
+		// empty list must not remove what runs.
+		r.log.Debug("ignoring assignments of an empty replica")
+		return
+	}
+	// TODO: persist the highest index seen in DataDir so that a restarted
+	// agent also refuses a list older than the one it last applied.
+	if a.index < r.index {
+		// A manager whose replica lags behind the one heard before:
+		// its list would undo newer decisions.
+		r.log.Debug("ignoring stale assignments", "index", a.index,
+			"seen", r.index)
+		return
+	}
+	r.index = a.index
+	if !r.synced {
+		r.log.Info("first assignments received", "tasks", len(a.tasks))
+	}
+	r.synced = true
+
+	listed := make(map[string]bool, len(a.tasks))
+	for _, t := range a.tasks {
+		listed[t.GetId()] = true
+		st, ok := r.tasks[t.GetId()]
+		if !ok {
+			st = r.newState(t.GetId())
+			r.tasks[t.GetId()] = st
+		}
+		if st.task == nil {
+			st.log = st.log.With("app", t.GetApp())
+		}
+		st.task = t
+	}
+	ids := make([]string, 0, len(r.tasks))
+	for id, st := range r.tasks {
+		if !listed[id] {
+			st.task = nil
+		}
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		r.step(r.tasks[id])
+	}
+}
+
+// step moves one task towards what its assignment wants. It does nothing
+// before the first assignment list or while an operation is in flight;
+// the operation's end steps the task again.
+//
+// TODO: a task told to stop while its image is being pulled waits for the
+// pull and the start; cancelling the pull's context would stop sooner.
+func (r *runner) step(st *taskState) {
+	if !r.synced || st.op != opNone {
+		return
+	}
+	t := st.task
+	switch {
+	case t == nil:
+		r.stopHealth(st)
+		if st.container {
+			r.rep.forget(st.id)
+			r.teardown(st)
+			return
+		}
+		r.rep.forget(st.id)
+		delete(r.tasks, st.id)
+
+	case t.GetDesired() == pb.DesiredStop:
+		r.stopHealth(st)
+		if st.container {
+			r.teardown(st)
+			return
+		}
+		if st.state != pb.TaskFailed && st.state != pb.TaskStopped {
+			r.set(st, pb.TaskStopped, "")
+		}
+
+	default:
+		r.stepRun(st)
+	}
+}
+
+// stepRun handles a task whose desired state is run.
+func (r *runner) stepRun(st *taskState) {
+	switch {
+	case st.state == pb.TaskFailed || st.state == pb.TaskStopped:
+		// Never restarted here: the leader places a replacement.
+	case st.container && st.state == "" && st.running:
+		r.adopt(st)
+	case st.container && st.state == "":
+		r.fail(st, st.exitCode)
+	case !st.container && st.state == "":
+		r.start(st)
+	}
+}
+
+// start pulls the image and starts the task's container.
+func (r *runner) start(st *taskState) {
+	t := st.task
+	spec := containerSpec(t, r.bindAddr, r.logDir)
+	r.set(st, pb.TaskPending, "")
+	r.spawn(st, opStart, func(ctx context.Context) opResult {
+		if err := r.rt.Pull(ctx, spec.Image); err != nil {
+			return opResult{stage: "pull", err: err}
+		}
+		if err := r.rt.Start(ctx, spec); err != nil {
+			return opResult{stage: "start", err: err}
+		}
+		return opResult{at: time.Now()}
+	})
+}
+
+// adopt takes over a container that ran before the agent restarted.
+func (r *runner) adopt(st *taskState) {
+	st.log.Info("adopting running container")
+
+	// The runtime does not say when the container started; counting the
+	// start period from now gives checks the same grace as a fresh start.
+	st.startedAt = time.Now()
+	r.markRunning(st)
+	r.spawn(st, opWatch, func(ctx context.Context) opResult {
+		if err := r.rt.Watch(ctx, st.id); err != nil {
+			return opResult{stage: "watch", err: err}
+		}
+		return opResult{}
+	})
+}
+
+// teardown stops the container if it runs, then removes it.
+func (r *runner) teardown(st *taskState) {
+	if st.task != nil && st.state != pb.TaskFailed &&
+		st.state != pb.TaskStopped {
+		r.set(st, pb.TaskStopping, "")
+	}
+	timeout := stopTimeout(st.task)
+	running := st.running
+	r.spawn(st, opTeardown, func(ctx context.Context) opResult {
+		if running {
+			if err := r.rt.Stop(ctx, st.id, timeout); err != nil {
+				return opResult{stage: "stop", err: err}
+			}
+		}
+		if err := r.rt.Remove(ctx, st.id); err != nil {
+			return opResult{stage: "remove", err: err}
+		}
+		return opResult{}
+	})
+}
+
+// spawn runs f outside the runner and sends its result back.
+func (r *runner) spawn(st *taskState, kind opKind,
+	f func(context.Context) opResult) {
+	st.op = kind
+	id := st.id
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		res := f(r.ctx)
+		res.id, res.kind = id, kind
+		select {
+		case r.done <- res:
+		case <-r.ctx.Done():
+		}
+	}()
+}
+
+// onDone applies the result of an operation.
+func (r *runner) onDone(res opResult) {
+	st, ok := r.tasks[res.id]
+	if !ok || st.op != res.kind {
+		return
+	}
+	st.op = opNone
+
+	switch res.kind {
+	case opStart:
+		r.started(st, res)
+	case opTeardown:
+		r.tornDown(st, res)
+	case opWatch:
+		if res.err != nil {
+			// Without a watch an exit would go unnoticed; report the
+			// task failed so that the leader replaces it.
+			st.log.Warn("cannot watch container", "error", res.err)
+			r.stopHealth(st)
+			r.set(st, pb.TaskFailed, "watch container: "+res.err.Error())
+		}
+	}
+	r.step(st)
+}
+
+func (r *runner) started(st *taskState, res opResult) {
+	if res.err != nil {
+		msg := "start: " + res.err.Error()
+		if res.stage == "pull" {
+			msg = fmt.Sprintf("pull %s: %v", st.task.GetSpec().GetImage(),
+				res.err)
+		}
+		// TODO: a start that failed half way may leave a container
+		// behind; the runtime is expected to clean up after itself.
+		st.log.Warn("task failed to start", "error", msg)
+		r.set(st, pb.TaskFailed, msg)
+		return
+	}
+	st.container, st.running, st.startedAt = true, true, res.at
+	st.retries = 0
+	r.markRunning(st)
+	if e := st.pendingExit; e != nil {
+		st.pendingExit = nil
+		r.onExit(*e)
+	}
+}
+
+func (r *runner) tornDown(st *taskState, res opResult) {
+	if res.err == nil {
+		st.container, st.running, st.retries = false, false, 0
+		if st.task != nil && st.state == pb.TaskStopping {
+			r.set(st, pb.TaskStopped, "")
+		}
+		return
+	}
+
+	st.log.Warn("container teardown failed", "stage", res.stage,
+		"error", res.err)
+	if res.stage == "remove" {
+		// The stop worked: the task is stopped even though its
+		// container is still there to be removed.
+		st.running = false
+		if st.task != nil && st.state == pb.TaskStopping {
+			r.set(st, pb.TaskStopped, "")
+		}
+	} else if st.task != nil {
+		r.set(st, st.state, res.stage+": "+res.err.Error())
+	}
+	r.retryLater(st)
+}
+
+// retryLater steps st again after a growing delay.
+func (r *runner) retryLater(st *taskState) {
+	if st.retryArmed {
+		return
+	}
+	st.retryArmed = true
+	d := min(time.Second<<min(st.retries, 5), maxRetryDelay)
+	st.retries++
+	id := st.id
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if !sleepCtx(r.ctx, d) {
+			return
+		}
+		select {
+		case r.poke <- id:
+		case <-r.ctx.Done():
+		}
+	}()
+}
+
+// onExit applies a container exit.
+func (r *runner) onExit(e runtime.Exit) {
+	st, ok := r.tasks[e.ID]
+	if !ok {
+		return
+	}
+	if st.op == opStart {
+		st.pendingExit = &e
+		return
+	}
+	st.running = false
+	st.exitCode = int32(e.Code)
+	r.stopHealth(st)
+
+	// Before the first assignments the exit is only recorded; during a
+	// teardown it is expected.
+	if st.state == "" || st.op == opTeardown || st.task == nil ||
+		st.task.GetDesired() != pb.DesiredRun {
+		return
+	}
+	if st.state == pb.TaskRunning || st.state == pb.TaskPending ||
+		st.state == pb.TaskStarting {
+		r.fail(st, int32(e.Code))
+	}
+}
+
+// onHealth applies a health check result of the current checker.
+func (r *runner) onHealth(h healthResult) {
+	st, ok := r.tasks[h.id]
+	if !ok || h.gen != st.checkGen || st.state != pb.TaskRunning {
+		return
+	}
+	if h.healthy != st.healthy {
+		st.log.Info("health changed", "healthy", h.healthy,
+			"message", h.message)
+	}
+	st.healthy = h.healthy
+	st.message = h.message
+	r.publish(st)
+}
+
+// markRunning marks st running and starts its health checks; a task without
+// checks is healthy as soon as it runs.
+func (r *runner) markRunning(st *taskState) {
+	st.state = pb.TaskRunning
+	st.message = ""
+	st.exitCode = 0
+	hs := st.task.GetSpec().GetHealth()
+	st.healthy = hs.GetHttp() == nil && hs.GetTcp() == nil
+	r.publish(st)
+	if !st.healthy {
+		r.startHealth(st, hs)
+	}
+}
+
+func (r *runner) fail(st *taskState, code int32) {
+	st.exitCode = code
+	r.set(st, pb.TaskFailed, fmt.Sprintf("exited with code %d", code))
+}
+
+// set changes the state and message; only a running task can be healthy.
+func (r *runner) set(st *taskState, state, message string) {
+	st.state = state
+	st.message = message
+	if state != pb.TaskRunning {
+		st.healthy = false
+	}
+	r.publish(st)
+}
+
+// publish hands the task's report to the reporter if it changed.
+func (r *runner) publish(st *taskState) {
+	rep := &pb.TaskReport{
+		TaskId:  st.id,
+		State:   st.state,
+		Healthy: st.healthy,
+		Message: st.message,
+	}
+	if st.state == pb.TaskFailed {
+		rep.ExitCode = st.exitCode
+	}
+	if proto.Equal(rep, st.published) {
+		return
+	}
+	if st.published == nil || st.published.GetState() != st.state {
+		st.log.Info("task state", "state", st.state, "message", st.message)
+	}
+	st.published = rep
+	r.rep.update(rep)
+}
+
+// startHealth starts a checker for st; its results carry a generation so
+// that a stopped checker's last result is ignored.
+func (r *runner) startHealth(st *taskState, hs *pb.HealthSpec) {
+	r.stopHealth(st)
+	st.checkGen++
+	gen, id := st.checkGen, st.id
+	c := newChecker(st.task, hs, r.bindAddr, st.startedAt)
+
+	ctx, cancel := context.WithCancel(r.ctx)
+	st.stopCheck = cancel
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		c.run(ctx, func(healthy bool, msg string) {
+			select {
+			case r.health <- healthResult{id, gen, healthy, msg}:
+			case <-ctx.Done():
+			}
+		})
+	}()
+}
+
+func (r *runner) stopHealth(st *taskState) {
+	if st.stopCheck != nil {
+		st.stopCheck()
+		st.stopCheck = nil
+	}
+}
+
+// stopTimeout is the task's stop_timeout, or the default.
+func stopTimeout(t *pb.Task) time.Duration {
+	if d := time.Duration(t.GetSpec().GetUpdate().GetStopTimeout()); d > 0 {
+		return d
+	}
+	return defaultStopTimeout
+}

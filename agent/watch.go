@@ -1,0 +1,67 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// errStreamEnded means a manager closed the assignment stream.
+var errStreamEnded = errors.New("assignment stream ended")
+
+// watch follows this node's assignments, moving to the next manager
+// whenever a stream breaks, and hands every list to the runner. While no
+// manager answers the runner keeps the last list, so every container
+// keeps running.
+func (a *Agent) watch(ctx context.Context, out chan<- assignment) {
+	bo := backoff{min: 50 * time.Millisecond, max: time.Second}
+	for {
+		addr := a.mgrs.order()[0]
+		err := a.watchAt(ctx, addr, out, &bo)
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("assignment stream lost", "manager", addr, "error", err)
+		a.mgrs.failed(addr)
+		if !sleepCtx(ctx, bo.next()) {
+			return
+		}
+	}
+}
+
+// watchAt reads one manager's stream until it breaks.
+func (a *Agent) watchAt(ctx context.Context, addr string,
+	out chan<- assignment, bo *backoff) error {
+	c, err := a.mgrs.client(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	stream, err := c.Assignments(ctx, &pb.AssignmentsRequest{
+		Node: a.cfg.Name,
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return errStreamEnded
+			}
+			return err
+		}
+		bo.reset()
+		a.mgrs.succeeded(addr)
+		select {
+		case out <- assignment{tasks: resp.GetTasks(), index: resp.GetIndex()}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
