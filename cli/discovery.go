@@ -1,0 +1,86 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+
+	"google.golang.org/grpc"
+
+	"github.com/hivemind-orch/hivemind/gossip"
+	"github.com/hivemind-orch/hivemind/raftnode"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// memberList is the part of *gossip.Pool discovery reads.
+type memberList interface {
+	Members() []gossip.Member
+	Changed() <-chan struct{}
+}
+
+// gossipDiscovery is raftnode.Discovery over the gossip pool: the
+// managers are the alive members with role manager, and a peer is asked
+// over gRPC whether it has Raft state.
+type gossipDiscovery struct {
+	pool memberList
+	dial func(addr string) (*grpc.ClientConn, error) // rpc.Dial in production
+}
+
+// Managers returns the alive managers that published a Raft port.
+func (d *gossipDiscovery) Managers() []raftnode.Peer {
+	var out []raftnode.Peer
+	for _, m := range d.pool.Members() {
+		if !m.Alive || m.Meta.Role != pb.RoleManager || m.Meta.RaftPort == 0 {
+			continue
+		}
+		out = append(out, raftnode.Peer{
+			Name:     m.Meta.Name,
+			RaftAddr: hostPort(m.Meta.Address, m.Meta.RaftPort),
+		})
+	}
+	return out
+}
+
+// Changed lets raftnode react to membership changes at once.
+func (d *gossipDiscovery) Changed() <-chan struct{} { return d.pool.Changed() }
+
+// PeerHasState asks p for its Raft stats on its gRPC port.
+func (d *gossipDiscovery) PeerHasState(ctx context.Context, p raftnode.Peer) (bool, error) {
+	addr := ""
+	for _, m := range d.pool.Members() {
+		if m.Meta.Name == p.Name && m.Meta.RPCPort != 0 {
+			addr = hostPort(m.Meta.Address, m.Meta.RPCPort)
+		}
+	}
+	if addr == "" {
+		return false, fmt.Errorf("manager %q: no gRPC address in gossip", p.Name)
+	}
+	cc, err := d.dial(addr)
+	if err != nil {
+		return false, fmt.Errorf("manager %q: %w", p.Name, err)
+	}
+	defer cc.Close()
+
+	st, err := pb.NewPeerClient(cc).RaftStats(ctx, &pb.RaftStatsRequest{})
+	if err != nil {
+		return false, fmt.Errorf("manager %q: raft stats: %w", p.Name, err)
+	}
+	return hasRaftState(st), nil
+}
+
+// hasRaftState reads a peer's stats: anything applied, any term, or a
+// leader heard from (last_contact >= 0) means it belongs to a cluster.
+// A fresh node that was never bootstrapped sits at term 0 with nothing
+// applied and last_contact -1.
+func hasRaftState(st *pb.ManagerStatus) bool {
+	return st.GetAppliedIndex() > 0 || st.GetTerm() > 0 ||
+		st.GetState() == "leader" || st.GetLastContact() >= 0
+}
+
+func hostPort(host string, port int) string {
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+var _ raftnode.Discovery = (*gossipDiscovery)(nil)
+var _ raftnode.DiscoveryNotifier = (*gossipDiscovery)(nil)

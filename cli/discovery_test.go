@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/hivemind-orch/hivemind/gossip"
+	"github.com/hivemind-orch/hivemind/raftnode"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+type fakeMembers []gossip.Member
+
+func (f fakeMembers) Members() []gossip.Member { return f }
+func (f fakeMembers) Changed() <-chan struct{} { return nil }
+
+func TestDiscoveryManagers(t *testing.T) {
+	members := fakeMembers{
+		{Alive: true, Meta: gossip.Meta{Role: "manager", Name: "m1", Address: "127.0.0.1", RaftPort: 7072, RPCPort: 7071}},
+		{Alive: false, Meta: gossip.Meta{Role: "manager", Name: "m2", Address: "127.0.0.2", RaftPort: 7072}},
+		{Alive: true, Meta: gossip.Meta{Role: "worker", Name: "w1", Address: "127.0.0.3"}},
+		{Alive: true, Meta: gossip.Meta{Role: "manager", Name: "m3", Address: "::1", RaftPort: 8000}},
+		{Alive: true, Meta: gossip.Meta{Name: "nometa"}},
+	}
+	d := &gossipDiscovery{pool: members}
+	want := []raftnode.Peer{
+		{Name: "m1", RaftAddr: "127.0.0.1:7072"},
+		{Name: "m3", RaftAddr: "[::1]:8000"},
+	}
+	if got := d.Managers(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Managers() = %v, want %v", got, want)
+	}
+}
+
+func TestHasRaftState(t *testing.T) {
+	tests := []struct {
+		name string
+		st   *pb.ManagerStatus
+		want bool
+	}{
+		{"fresh node", &pb.ManagerStatus{State: "follower", LastContact: -1}, false},
+		{"applied entries", &pb.ManagerStatus{State: "follower", AppliedIndex: 3, LastContact: -1}, true},
+		{"had an election", &pb.ManagerStatus{State: "candidate", Term: 2, LastContact: -1}, true},
+		{"leader", &pb.ManagerStatus{State: "leader"}, true},
+		{"heard from a leader", &pb.ManagerStatus{State: "follower", LastContact: 1000}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := hasRaftState(tt.st); got != tt.want {
+				t.Fatalf("hasRaftState(%v) = %v, want %v", tt.st, got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,213 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/hivemind-orch/hivemind/deploy"
+	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/gossip"
+	"github.com/hivemind-orch/hivemind/raftnode"
+	"github.com/hivemind-orch/hivemind/rpc"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// Manager timings.
+const (
+	// shutdownTimeout bounds the graceful stop of the API servers.
+	shutdownTimeout = 5 * time.Second
+	// leaveTimeout bounds the gossip leave broadcast.
+	leaveTimeout = 3 * time.Second
+)
+
+func managerCommand() *cli.Command {
+	host, _ := os.Hostname()
+	return &cli.Command{
+		Name:  "manager",
+		Usage: "run a manager: Raft, the API and the rollout engine",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "name", Value: host,
+				Usage: "node name, unique in the cluster"},
+			&cli.StringFlag{Name: "data-dir", Required: true,
+				Usage: "directory for the Raft log and snapshots"},
+			&cli.StringFlag{Name: "bind", Value: "127.0.0.1",
+				Usage: "IP to listen on and advertise"},
+			&cli.IntFlag{Name: "http-port", Value: 7070, Usage: "HTTP API port"},
+			&cli.IntFlag{Name: "rpc-port", Value: 7071, Usage: "gRPC port"},
+			&cli.IntFlag{Name: "raft-port", Value: raftnode.DefaultRaftPort,
+				Usage: "Raft port"},
+			&cli.IntFlag{Name: "gossip-port", Value: gossip.DefaultPort,
+				Usage: "gossip port (TCP and UDP)"},
+			&cli.IntFlag{Name: "bootstrap-expect",
+				Usage: "number of managers to wait for before founding a cluster"},
+			&cli.StringSliceFlag{Name: "join",
+				Usage: "another manager's gossip address, ip or ip:port " +
+					"(default port 7073); repeat or separate with commas"},
+			logLevelFlag(),
+		},
+		Action: action(runManager),
+	}
+}
+
+// managerFlags are the manager's settings after flag parsing.
+type managerFlags struct {
+	name, dataDir, bind                     string
+	httpPort, rpcPort, raftPort, gossipPort int
+	bootstrapExpect                         int
+	join                                    []string
+}
+
+func runManager(c *cli.Context) error {
+	if _, err := args(c, 0, "[flags]"); err != nil {
+		return err
+	}
+	log, err := newLogger(c, "manager")
+	if err != nil {
+		return err
+	}
+	f := managerFlags{
+		name: c.String("name"), dataDir: c.String("data-dir"), bind: c.String("bind"),
+		httpPort: c.Int("http-port"), rpcPort: c.Int("rpc-port"),
+		raftPort: c.Int("raft-port"), gossipPort: c.Int("gossip-port"),
+		bootstrapExpect: c.Int("bootstrap-expect"),
+		join:            splitList(c.StringSlice("join")),
+	}
+	if f.name == "" {
+		return errors.New("manager: --name is required (no host name to default to)")
+	}
+	if net.ParseIP(f.bind) == nil {
+		return fmt.Errorf("manager: bind address %q is not an IP", f.bind)
+	}
+
+	m, err := startManager(f, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("shutting down")
+	return m.shutdown()
+}
+
+// manager is a running manager's parts, for shutdown.
+type manager struct {
+	log    hclog.Logger
+	pool   *gossip.Pool
+	raft   *raftnode.Node
+	rpc    *rpc.Server
+	engine *deploy.Engine
+
+	stopLeadership context.CancelFunc
+	leadershipDone chan struct{}
+}
+
+// startManager builds and starts the parts in dependency order: the
+// state machine, gossip (Raft discovers the other managers there), Raft,
+// the API servers (which peers ask for Raft stats while bootstrapping),
+// and the rollout engine, switched on with leadership.
+func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
+	m := &manager{log: log}
+	machine := fsm.New(log)
+
+	gc := gossip.DefaultConfig()
+	gc.Name, gc.BindAddr, gc.Port, gc.Logger = f.name, f.bind, f.gossipPort, log
+	gc.Meta = gossip.Meta{
+		Role: pb.RoleManager, Name: f.name, Address: f.bind,
+		RPCPort: f.rpcPort, HTTPPort: f.httpPort, RaftPort: f.raftPort,
+	}
+	pool, err := gossip.New(gc)
+	if err != nil {
+		return nil, err
+	}
+	m.pool = pool
+	if len(f.join) > 0 {
+		pool.RetryJoin(context.Background(), f.join)
+	}
+
+	rc := raftnode.DefaultConfig()
+	rc.Name, rc.DataDir, rc.BindAddr, rc.RaftPort = f.name, f.dataDir, f.bind, f.raftPort
+	rc.BootstrapExpect, rc.Join = f.bootstrapExpect, len(f.join) > 0
+	rc.FSM, rc.Logger = machine, log
+	rc.Discovery = &gossipDiscovery{pool: pool, dial: rpc.Dial}
+	m.raft, err = raftnode.New(rc)
+	if err != nil {
+		m.shutdown()
+		return nil, err
+	}
+
+	m.rpc, err = rpc.New(rpc.Config{
+		Name: f.name, Logger: log, FSM: machine, Raft: m.raft,
+		RPCAddr:  hostPort(f.bind, f.rpcPort),
+		HTTPAddr: hostPort(f.bind, f.httpPort),
+	})
+	if err == nil {
+		err = m.rpc.Start()
+	}
+	if err != nil {
+		m.shutdown()
+		return nil, err
+	}
+
+	m.engine = deploy.New(deploy.Config{
+		Logger: log, Proposer: m.raft, Store: machine.State(), Liveness: pool,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stopLeadership, m.leadershipDone = cancel, make(chan struct{})
+	lf := &leadershipFollower{raft: m.raft, engine: m.engine, log: log}
+	go func() {
+		defer close(m.leadershipDone)
+		lf.run(ctx)
+	}()
+	return m, nil
+}
+
+// shutdown stops what was started, in reverse: the engine first so that
+// nothing is proposed into a closing Raft, then the API, Raft, and last
+// gossip, leaving so that the others do not wait to call us dead.
+func (m *manager) shutdown() error {
+	if m.stopLeadership != nil {
+		m.stopLeadership()
+		<-m.leadershipDone
+	}
+	if m.engine != nil {
+		m.engine.SetEnabled(false)
+	}
+
+	// The first error is returned, on one line; the others are logged.
+	var first error
+	keep := func(err error) {
+		if err == nil {
+			return
+		}
+		if first == nil {
+			first = err
+			return
+		}
+		m.log.Error("shutdown", "error", err)
+	}
+	if m.rpc != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		keep(m.rpc.Shutdown(ctx))
+		cancel()
+	}
+	if m.raft != nil {
+		keep(m.raft.Shutdown())
+	}
+	if m.pool != nil {
+		if err := m.pool.Leave(leaveTimeout); err != nil {
+			m.log.Warn("gossip leave failed", "error", err)
+		}
+		keep(m.pool.Shutdown())
+	}
+	return first
+}
