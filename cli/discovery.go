@@ -69,12 +69,12 @@ func (d *gossipDiscovery) PeerHasState(ctx context.Context, p raftnode.Peer) (bo
 	return hasRaftState(st), nil
 }
 
-// hasRaftState reads a peer's stats: anything applied, any term, or a
-// leader heard from (last_contact >= 0) means it belongs to a cluster.
-// A fresh node that was never bootstrapped sits at term 0 with nothing
-// applied and last_contact -1.
+// hasRaftState reads a peer's stats: a log entry, anything applied, any
+// term, or a leader heard from (last_contact >= 0) means it belongs to a
+// cluster. A fresh node that was never bootstrapped sits at term 0 with
+// an empty log and last_contact -1.
 func hasRaftState(st *pb.ManagerStatus) bool {
-	return st.GetAppliedIndex() > 0 || st.GetTerm() > 0 ||
+	return st.GetLastIndex() > 0 || st.GetAppliedIndex() > 0 || st.GetTerm() > 0 ||
 		st.GetState() == "leader" || st.GetLastContact() >= 0
 }
 

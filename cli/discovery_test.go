@@ -39,6 +39,7 @@ func TestHasRaftState(t *testing.T) {
 		want bool
 	}{
 		{"fresh node", &pb.ManagerStatus{State: "follower", LastContact: -1}, false},
+		{"log entries", &pb.ManagerStatus{State: "follower", LastIndex: 1, LastContact: -1}, true},
 		{"applied entries", &pb.ManagerStatus{State: "follower", AppliedIndex: 3, LastContact: -1}, true},
 		{"had an election", &pb.ManagerStatus{State: "candidate", Term: 2, LastContact: -1}, true},
 		{"leader", &pb.ManagerStatus{State: "leader"}, true},
