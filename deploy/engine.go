@@ -31,6 +31,11 @@ type Engine struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// warnMu guards warned: when a warning that repeats every step was
+	// last logged, per key. Only logging depends on it.
+	warnMu sync.Mutex
+	warned map[string]time.Time
 }
 
 // New returns a disabled Engine. Zero fields of cfg take the values of
@@ -38,7 +43,7 @@ type Engine struct {
 // is missing.
 func New(cfg Config) *Engine {
 	cfg = cfg.withDefaults()
-	e := &Engine{cfg: cfg, log: cfg.Logger.Named("deploy")}
+	e := &Engine{cfg: cfg, log: cfg.Logger.Named("deploy"), warned: make(map[string]time.Time)}
 	e.enabledAt.Store(cfg.Clock.Now().UnixNano())
 	return e
 }
@@ -179,6 +184,8 @@ func (e *Engine) ensureMeta(ctx context.Context, snap *fsm.Snapshot) error {
 
 // syncManagers records every alive manager seen in gossip as a ready
 // manager node, when the store does not already say so.
+// TODO: a dead manager stays ready here; mark it from raftnode's view of
+// the servers once the engine can see it.
 func (e *Engine) syncManagers(ctx context.Context, snap *fsm.Snapshot, now time.Time) error {
 	var errs []error
 	for _, m := range e.cfg.Liveness.Members() {
@@ -214,6 +221,19 @@ func (e *Engine) syncManagers(ctx context.Context, snap *fsm.Snapshot, now time.
 		e.log.Info("manager recorded", "node", want.Name, "address", want.Address)
 	}
 	return errors.Join(errs...)
+}
+
+// warnOnce logs msg at warn level at most once a minute per key; a
+// condition that persists is checked on every step.
+func (e *Engine) warnOnce(key, msg string, args ...interface{}) {
+	e.warnMu.Lock()
+	defer e.warnMu.Unlock()
+	now := e.cfg.Clock.Now()
+	if last, ok := e.warned[key]; ok && now.Sub(last) < time.Minute {
+		return
+	}
+	e.warned[key] = now
+	e.log.Warn(msg, args...)
 }
 
 func sameManager(cur, want *pb.Node) bool {

@@ -144,7 +144,7 @@ func (e *Engine) place(v *view, p *plan, version uint64, spec *pb.AppSpec, n int
 
 	places, err := scheduler.Place(v.snap.Nodes(), live, spec, p.app, n)
 	if err != nil {
-		e.log.Warn("cannot place tasks", "app", p.app, "count", n, "error", err)
+		e.warnOnce("place/"+p.app, "cannot place tasks", "app", p.app, "count", n, "error", err)
 		return 0
 	}
 	for _, pl := range places {

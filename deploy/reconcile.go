@@ -21,6 +21,9 @@ const RestartDelay = 2 * time.Second
 // newest first, and tasks of other versions stopped, except after a failed
 // deployment (last): then the app holds its mix of versions until the
 // user deploys again or rolls back.
+//
+// TODO: tasks on a draining node keep running; move them off once node
+// draining has a command and a CLI.
 func (e *Engine) reconcile(snap *fsm.Snapshot, app *pb.App, last *pb.Deployment, now time.Time) *plan {
 	v := newView(snap, now)
 	p := newPlan(app.GetName(), now)

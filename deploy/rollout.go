@@ -104,10 +104,7 @@ func (e *Engine) rollout(snap *fsm.Snapshot, app *pb.App, d0 *pb.Deployment, now
 
 		want := min(pol.batch, replicas-len(live))
 		placed := e.place(v, p, target, spec, want, d.GetId())
-		if placed > 0 {
-			d.Placed += int32(placed)
-			d.BatchDeadline = at + int64(pol.healthyDeadline)
-		}
+		d.Placed += int32(placed)
 		progressed = progressed || surplus > 0 || placed > 0
 		done = want <= 0 && len(old) == 0 && len(healthy) >= replicas
 	}
@@ -115,13 +112,13 @@ func (e *Engine) rollout(snap *fsm.Snapshot, app *pb.App, d0 *pb.Deployment, now
 	// Deadlines count only while nothing moves.
 	switch {
 	case failure != "":
+	case progressed:
+		d.BatchDeadline = at + int64(pol.healthyDeadline)
+		d.ProgressDeadline = at + int64(pol.progressDeadline)
 	case !batchHealthy && at > d.GetBatchDeadline():
 		failure = fmt.Sprintf("batch not healthy within %s", pol.healthyDeadline)
-	case !progressed && at > d.GetProgressDeadline():
+	case at > d.GetProgressDeadline():
 		failure = fmt.Sprintf("no progress within %s", pol.progressDeadline)
-	}
-	if progressed {
-		d.ProgressDeadline = at + int64(pol.progressDeadline)
 	}
 
 	switch {

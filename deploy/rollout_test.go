@@ -7,21 +7,22 @@ import (
 	"time"
 
 	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/gossip"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
 // rolloutChecks returns a check that fails the test when a step breaks the
-// rollout's promises for an app of replicas with batch_size 1:
-// never more than replicas+1 tasks to run, never more than one new task
-// not yet counted healthy, and never an old task stopped before as many
-// new ones counted healthy.
-func (h *harness) rolloutChecks(replicas int, newVersion uint64) func() {
+// rollout's promises for an app of replicas with batch_size batch:
+// never more than replicas+batch tasks to run, never more than batch new
+// tasks not yet counted healthy, and never an old task stopped before as
+// many new ones counted healthy.
+func (h *harness) rolloutChecks(replicas, batch int, newVersion uint64) func() {
 	stoppedOld := map[string]bool{}
 	return func() {
 		h.t.Helper()
 		run := h.running("web")
-		if len(run) > replicas+1 {
-			h.t.Fatalf("%d tasks to run, more than replicas+batch_size %d", len(run), replicas+1)
+		if len(run) > replicas+batch {
+			h.t.Fatalf("%d tasks to run, more than replicas+batch_size %d", len(run), replicas+batch)
 		}
 		inflight, healthy := 0, 0
 		for _, t := range run {
@@ -34,8 +35,8 @@ func (h *harness) rolloutChecks(replicas int, newVersion uint64) func() {
 				inflight++
 			}
 		}
-		if inflight > 1 {
-			h.t.Fatalf("%d new tasks in flight, batch_size is 1", inflight)
+		if inflight > batch {
+			h.t.Fatalf("%d new tasks in flight, batch_size is %d", inflight, batch)
 		}
 		for _, t := range h.store().TasksByApp("web") {
 			if t.GetVersion() != newVersion && t.GetDesired() == pb.DesiredStop {
@@ -62,7 +63,7 @@ func TestRolloutBatches(t *testing.T) {
 	h.steady(webSpec("v1", 4))
 	h.deploy(webSpec("v2", 4))
 
-	h.run(time.Second, 60, h.rolloutChecks(4, 2), h.deploymentStatus("web", pb.DeploymentSuccessful))
+	h.run(time.Second, 60, h.rolloutChecks(4, 1, 2), h.deploymentStatus("web", pb.DeploymentSuccessful))
 
 	app := h.store().App("web")
 	if app.GetVersion() != 2 || app.GetStableVersion() != 2 {
@@ -82,6 +83,33 @@ func TestRolloutBatches(t *testing.T) {
 	h.step()
 	if n := len(h.store().TasksByApp("web")); n != 4 {
 		t.Errorf("%d tasks left after collection, want 4", n)
+	}
+}
+
+func TestRolloutBatchSizes(t *testing.T) {
+	tests := []struct {
+		replicas, batch int32
+		workers         int
+	}{
+		{replicas: 1, batch: 1, workers: 1},
+		{replicas: 3, batch: 2, workers: 2},
+		{replicas: 5, batch: 5, workers: 3},
+		{replicas: 2, batch: 3, workers: 3},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("replicas %d batch %d", tc.replicas, tc.batch), func(t *testing.T) {
+			h := newHarness(t, tc.workers)
+			h.steady(webSpec("v1", tc.replicas))
+			spec := webSpec("v2", tc.replicas)
+			spec.Update.BatchSize = tc.batch
+			h.deploy(spec)
+			h.run(time.Second, 60, h.rolloutChecks(int(tc.replicas), int(tc.batch), 2),
+				h.deploymentStatus("web", pb.DeploymentSuccessful))
+			if got := versionsOf(h.running("web")); got[2] != int(tc.replicas) || len(got) != 1 {
+				t.Errorf("running versions %v, want %d of version 2", got, tc.replicas)
+			}
+			h.assertPlacedOnce()
+		})
 	}
 }
 
@@ -239,7 +267,7 @@ func TestRolloutLeaderChangeEveryStep(t *testing.T) {
 					}
 				}
 				if !r.broken {
-					check = h.rolloutChecks(4, 2)
+					check = h.rolloutChecks(4, 1, 2)
 				}
 				h.run(time.Second, 80, check, h.deploymentStatus("web", r.want))
 				h.assertPlacedOnce()
@@ -261,5 +289,70 @@ func TestRolloutLeaderChangeEveryStep(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestRolloutReplacesLostTasks(t *testing.T) {
+	h := newHarness(t, 3)
+	h.steady(webSpec("v1", 4))
+	h.clock.Advance(10 * time.Second) // the engine has long been enabled
+	h.deploy(webSpec("v2", 4))
+
+	killed := false
+	h.run(time.Second, 80, func() {
+		if killed {
+			return
+		}
+		for _, tk := range h.running("web") {
+			if tk.GetVersion() == 2 && tk.GetState() == pb.TaskRunning {
+				h.live.set(gossip.Meta{Role: pb.RoleWorker, Name: tk.GetNode()}, false, h.clock.Now())
+				killed = true
+				return
+			}
+		}
+	}, h.deploymentStatus("web", pb.DeploymentSuccessful))
+
+	down := 0
+	for _, n := range h.store().Nodes() {
+		if n.GetStatus() == pb.NodeDown {
+			down++
+		}
+	}
+	if !killed || down != 1 {
+		t.Fatalf("killed %v, %d nodes down: the test did not lose a worker", killed, down)
+	}
+	d := h.store().LatestDeployment("web")
+	if d.GetFailures() != 0 || d.GetRollingBack() {
+		t.Errorf("failures %d rolling_back %v: lost tasks counted as failures", d.GetFailures(), d.GetRollingBack())
+	}
+	if got := versionsOf(h.running("web")); got[2] != 4 || len(got) != 1 {
+		t.Errorf("running versions %v, want 4 of version 2", got)
+	}
+	for _, tk := range h.running("web") {
+		if h.store().Node(tk.GetNode()).GetStatus() != pb.NodeReady {
+			t.Errorf("task %s runs on %s node %s", tk.GetId(), h.store().Node(tk.GetNode()).GetStatus(), tk.GetNode())
+		}
+	}
+}
+
+func TestManualRollback(t *testing.T) {
+	h := newHarness(t, 3)
+	h.steady(webSpec("v1", 3))
+	h.deploy(webSpec("v2", 3))
+	h.run(time.Second, 60, nil, h.deploymentStatus("web", pb.DeploymentSuccessful))
+
+	cmd, err := Rollback(h.store().App("web"), h.clock.Now(), NewID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.apply(fsm.DeployAppType, cmd)
+	h.run(time.Second, 60, h.rolloutChecks(3, 1, 1), h.deploymentStatus("web", pb.DeploymentSuccessful))
+
+	app := h.store().App("web")
+	if app.GetVersion() != 1 || app.GetStableVersion() != 1 || len(app.GetVersions()) != 2 {
+		t.Errorf("app version %d stable %d versions %d, want 1 1 2", app.GetVersion(), app.GetStableVersion(), len(app.GetVersions()))
+	}
+	if got := versionsOf(h.running("web")); got[1] != 3 || len(got) != 1 {
+		t.Errorf("running versions %v, want 3 of version 1", got)
 	}
 }
