@@ -155,10 +155,12 @@ func (e *Engine) submit(ctx context.Context, p *plan) error {
 	}
 	log := e.log.With("app", cmd.GetApp())
 	if len(cmd.GetCreate()) > 0 || len(cmd.GetStop()) > 0 {
-		log.Debug("plan applied", "create", len(cmd.GetCreate()), "stop", len(cmd.GetStop()), "reason", cmd.GetStopReason())
+		log.Debug("plan applied", "create", len(cmd.GetCreate()),
+			"stop", len(cmd.GetStop()), "reason", cmd.GetStopReason())
 	}
 	if d := cmd.GetDeployment(); d != nil && d.GetStatus() != pb.DeploymentRunning {
-		log.Info("deployment finished", "deployment", d.GetId(), "status", d.GetStatus(), "description", d.GetDescription())
+		log.Info("deployment finished", "deployment", d.GetId(),
+			"status", d.GetStatus(), "description", d.GetDescription())
 	}
 	return nil
 }
@@ -214,7 +216,8 @@ func (e *Engine) syncManagers(ctx context.Context, snap *fsm.Snapshot, now time.
 				want.StatusChangedAt = cur.GetStatusChangedAt()
 			}
 		}
-		if _, err := e.cfg.Proposer.Propose(ctx, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: want}); err != nil {
+		cmd := &pb.UpsertNodeCmd{Node: want}
+		if _, err := e.cfg.Proposer.Propose(ctx, fsm.UpsertNodeType, cmd); err != nil {
 			errs = append(errs, fmt.Errorf("manager %q: %w", want.Name, err))
 			continue
 		}

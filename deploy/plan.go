@@ -128,7 +128,8 @@ func (m *matcher) match(t *pb.Task) bool {
 
 // place asks the scheduler for n tasks of version and adds them to p. It
 // returns how many it placed: 0 when no node is feasible.
-func (e *Engine) place(v *view, p *plan, version uint64, spec *pb.AppSpec, n int, deployment string) int {
+func (e *Engine) place(v *view, p *plan, version uint64, spec *pb.AppSpec,
+	n int, deployment string) int {
 	if n <= 0 {
 		return 0
 	}

@@ -24,7 +24,8 @@ const RestartDelay = 2 * time.Second
 //
 // TODO: tasks on a draining node keep running; move them off once node
 // draining has a command and a CLI.
-func (e *Engine) reconcile(snap *fsm.Snapshot, app *pb.App, last *pb.Deployment, now time.Time) *plan {
+func (e *Engine) reconcile(snap *fsm.Snapshot, app *pb.App, last *pb.Deployment,
+	now time.Time) *plan {
 	v := newView(snap, now)
 	p := newPlan(app.GetName(), now)
 	spec := fsm.SpecOf(app, app.GetVersion())

@@ -209,17 +209,22 @@ func TestWorkerDown(t *testing.T) {
 
 func TestMetaAndManagers(t *testing.T) {
 	h := newHarness(t, 0)
-	h.live.set(gossip.Meta{Role: pb.RoleManager, Name: "m1", Address: "10.0.1.1", RPCPort: 7071, HTTPPort: 7070, RaftPort: 7072}, true, h.clock.Now())
-	h.live.set(gossip.Meta{Role: pb.RoleManager, Name: "m2", Address: "10.0.1.2", RPCPort: 7071}, false, h.clock.Now())
+	m1 := gossip.Meta{Role: pb.RoleManager, Name: "m1", Address: "10.0.1.1",
+		RPCPort: 7071, HTTPPort: 7070, RaftPort: 7072}
+	m2 := gossip.Meta{Role: pb.RoleManager, Name: "m2", Address: "10.0.1.2", RPCPort: 7071}
+	h.live.set(m1, true, h.clock.Now())
+	h.live.set(m2, false, h.clock.Now())
 
 	h.step()
 	meta := h.store().Meta()
-	if !strings.HasPrefix(meta.GetWorkerToken(), "HMW-") || !strings.HasPrefix(meta.GetManagerToken(), "HMM-") || meta.GetClusterId() == "" {
+	if !strings.HasPrefix(meta.GetWorkerToken(), "HMW-") ||
+		!strings.HasPrefix(meta.GetManagerToken(), "HMM-") || meta.GetClusterId() == "" {
 		t.Fatalf("meta %v", meta)
 	}
-	m1 := h.store().Node("m1")
-	if m1.GetRole() != pb.RoleManager || m1.GetStatus() != pb.NodeReady || m1.GetRaftPort() != 7072 || m1.GetAddress() != "10.0.1.1" {
-		t.Errorf("m1 %v", m1)
+	n := h.store().Node("m1")
+	if n.GetRole() != pb.RoleManager || n.GetStatus() != pb.NodeReady ||
+		n.GetRaftPort() != 7072 || n.GetAddress() != "10.0.1.1" {
+		t.Errorf("m1 %v", n)
 	}
 	if h.store().Node("m2") != nil {
 		t.Errorf("dead manager m2 recorded")
@@ -235,7 +240,8 @@ func TestMetaAndManagers(t *testing.T) {
 		t.Errorf("tokens created twice")
 	}
 
-	h.live.set(gossip.Meta{Role: pb.RoleManager, Name: "m1", Address: "10.0.1.9", RaftPort: 7072}, true, h.clock.Now())
+	m1.Address = "10.0.1.9"
+	h.live.set(m1, true, h.clock.Now())
 	h.step()
 	if a := h.store().Node("m1").GetAddress(); a != "10.0.1.9" {
 		t.Errorf("m1 address %s after it moved", a)

@@ -154,7 +154,8 @@ func (e *Engine) fail(p *plan, d *pb.Deployment, pol policy, reason string) {
 		d.BatchDeadline = at + int64(pol.healthyDeadline)
 		d.ProgressDeadline = at + int64(pol.progressDeadline)
 		p.appVersion = d.GetFromVersion()
-		e.log.Warn("deployment failed, rolling back", "app", p.app, "deployment", d.GetId(), "reason", reason)
+		e.log.Warn("deployment failed, rolling back", "app", p.app,
+			"deployment", d.GetId(), "reason", reason)
 		return
 	}
 	d.Status = pb.DeploymentFailed

@@ -55,7 +55,8 @@ func policyOf(u *pb.UpdateSpec) policy {
 // current one only in replicas gets a new version and no deployment: the
 // reconciler scales and no task restarts. Any other change gets version
 // N+1 and a running deployment from the current version to it.
-func NewVersion(app *pb.App, spec *pb.AppSpec, now time.Time, newID func() string) (*pb.DeployAppCmd, bool) {
+func NewVersion(app *pb.App, spec *pb.AppSpec, now time.Time,
+	newID func() string) (*pb.DeployAppCmd, bool) {
 	at := now.UnixNano()
 	spec = proto.Clone(spec).(*pb.AppSpec)
 	if app == nil {
@@ -111,7 +112,8 @@ func Rollback(app *pb.App, now time.Time, newID func() string) (*pb.DeployAppCmd
 		}
 	}
 	if target == 0 {
-		return nil, fmt.Errorf("app %q: no older version to roll back to: %w", app.GetName(), fsm.ErrInvalid)
+		return nil, fmt.Errorf("app %q: no older version to roll back to: %w",
+			app.GetName(), fsm.ErrInvalid)
 	}
 
 	next := proto.Clone(app).(*pb.App)
@@ -119,12 +121,18 @@ func Rollback(app *pb.App, now time.Time, newID func() string) (*pb.DeployAppCmd
 	d := newDeployment(newID(), app.GetName(), app.GetVersion(), target, fsm.SpecOf(app, target), now)
 	d.ManualRollback = true
 	d.Description = fmt.Sprintf("rollback to version %d", target)
-	return &pb.DeployAppCmd{App: next, ExpectedVersion: app.GetVersion(), Deployment: d, At: now.UnixNano()}, nil
+	return &pb.DeployAppCmd{
+		App:             next,
+		ExpectedVersion: app.GetVersion(),
+		Deployment:      d,
+		At:              now.UnixNano(),
+	}, nil
 }
 
 // newDeployment returns a running deployment from one version to another
 // with its first deadlines set.
-func newDeployment(id, app string, from, to uint64, spec *pb.AppSpec, now time.Time) *pb.Deployment {
+func newDeployment(id, app string, from, to uint64, spec *pb.AppSpec,
+	now time.Time) *pb.Deployment {
 	p := policyOf(spec.GetUpdate())
 	at := now.UnixNano()
 	d := &pb.Deployment{

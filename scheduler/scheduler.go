@@ -49,7 +49,8 @@ type candidate struct {
 //
 // Place returns nil for n <= 0, and an error wrapping ErrNoNodes when a
 // placement finds no feasible node; it then returns no placement at all.
-func Place(nodes []*pb.Node, live []*pb.Task, spec *pb.AppSpec, app string, n int) ([]Placement, error) {
+func Place(nodes []*pb.Node, live []*pb.Task, spec *pb.AppSpec, app string,
+	n int) ([]Placement, error) {
 	if n <= 0 {
 		return nil, nil
 	}
