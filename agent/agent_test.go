@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hivemind-orch/hivemind/gossip"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
@@ -301,7 +302,7 @@ func TestHealthStartPeriod(t *testing.T) {
 
 func TestFullResend(t *testing.T) {
 	rt := newFakeRuntime()
-	h := startAgent(t, "secret", rt, func(c *Config) {
+	h := startAgent(t, "secret", rt, func(_ *harness, c *Config) {
 		c.ReportInterval = 20 * time.Millisecond
 	})
 
@@ -372,7 +373,7 @@ func TestStaleAssignmentsIgnored(t *testing.T) {
 func TestReportFailover(t *testing.T) {
 	other := startManager(t, "secret")
 	rt := newFakeRuntime()
-	h := startAgent(t, "secret", rt, func(c *Config) {
+	h := startAgent(t, "secret", rt, func(_ *harness, c *Config) {
 		c.Join = append(c.Join, other.addr)
 	})
 
@@ -383,6 +384,58 @@ func TestReportFailover(t *testing.T) {
 	if r := h.mgr.report("t1"); r != nil {
 		t.Errorf("failing manager recorded %v", r)
 	}
+}
+
+func TestJoinsGossip(t *testing.T) {
+	// The manager's own gossip pool, advertising the fake manager's
+	// gRPC port so that the agent keeps talking to it.
+	var mp *gossip.Pool
+	managerPool := func(h *harness, _ *Config) {
+		_, port, _ := net.SplitHostPort(h.mgr.addr)
+		rpcPort, _ := strconv.Atoi(port)
+		var err error
+		mp, err = gossip.New(gossip.Config{
+			Name:     "m1",
+			BindAddr: "127.0.0.1",
+			Meta: gossip.Meta{Role: pb.RoleManager, Name: "m1",
+				Address: "127.0.0.1", RPCPort: rpcPort},
+			Logger: testLogger(t).Named("m1"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = mp.Shutdown() })
+		h.mgr.managers = []*pb.ManagerAddress{{
+			Name: "m1", Address: "127.0.0.1", RpcPort: int32(rpcPort),
+			GossipPort: int32(mp.Port()),
+		}}
+	}
+	h := startAgent(t, "secret", newFakeRuntime(), withRealGossip,
+		managerPool)
+
+	waitFor(t, wait, func() error {
+		for _, m := range mp.Members() {
+			if m.Meta.Name == "w1" && m.Alive &&
+				m.Meta.Role == pb.RoleWorker && m.Meta.DNSPort == DefaultDNSPort {
+				return nil
+			}
+		}
+		return fmt.Errorf("manager pool sees no alive worker w1: %v",
+			mp.Members())
+	})
+	h.mgr.assign(task("t1"))
+	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+
+	// Shutting down leaves the pool rather than dying in it.
+	h.stop()
+	waitFor(t, wait, func() error {
+		for _, m := range mp.Members() {
+			if m.Meta.Name == "w1" && !m.Alive {
+				return nil
+			}
+		}
+		return errors.New("worker w1 still alive in the manager's pool")
+	})
 }
 
 func count(calls []string, call string) int {

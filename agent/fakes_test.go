@@ -39,19 +39,34 @@ func waitFor(t *testing.T, d time.Duration, cond func() error) {
 	}
 }
 
-// testLogger routes logs to t.Log.
+// testLogger routes logs to t.Log until the test ends; memberlist's
+// goroutines may still log after a pool's Shutdown returns.
 func testLogger(t *testing.T) hclog.Logger {
+	w := &tWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
 	return hclog.New(&hclog.LoggerOptions{
 		Name:   t.Name(),
 		Level:  hclog.Debug,
-		Output: tWriter{t},
+		Output: w,
 	})
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
 
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
@@ -232,6 +247,8 @@ type fakeManager struct {
 	reports  map[string]*pb.TaskReport // latest report per task
 	batches  int
 	received map[string]int // reports received per task
+
+	managers []*pb.ManagerAddress // returned by Register
 }
 
 func startManager(t *testing.T, token string) *fakeManager {
@@ -259,7 +276,9 @@ func (m *fakeManager) Register(_ context.Context,
 	if req.GetToken() != m.token {
 		return nil, status.Error(codes.PermissionDenied, "invalid join token")
 	}
-	return &pb.RegisterResponse{}, nil
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return &pb.RegisterResponse{Managers: m.managers}, nil
 }
 
 func (m *fakeManager) Assignments(req *pb.AssignmentsRequest,
@@ -421,6 +440,12 @@ func (p *fakePool) Leave(time.Duration) error {
 
 func (p *fakePool) Shutdown() error { return nil }
 
+// option adjusts a harness and its agent's config before Run.
+type option func(*harness, *Config)
+
+// withRealGossip makes startAgent use a real gossip pool on a free port.
+func withRealGossip(_ *harness, c *Config) { c.GossipPort = 0 }
+
 // harness is an agent running against a fake manager and runtime.
 type harness struct {
 	agent *Agent
@@ -434,7 +459,7 @@ type harness struct {
 // startAgent runs an agent with token against a manager expecting
 // "secret". rt may hold containers from an earlier run.
 func startAgent(t *testing.T, token string, rt *fakeRuntime,
-	opts ...func(*Config)) *harness {
+	opts ...option) *harness {
 	t.Helper()
 	h := &harness{rt: rt, mgr: startManager(t, "secret"), pool: &fakePool{}}
 
@@ -447,13 +472,15 @@ func startAgent(t *testing.T, token string, rt *fakeRuntime,
 	cfg.Logger = testLogger(t)
 	cfg.ReportInterval = time.Hour
 	for _, o := range opts {
-		o(&cfg)
+		o(h, &cfg)
 	}
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.newPool = func(gossip.Config) (pool, error) { return h.pool, nil }
+	if cfg.GossipPort != 0 {
+		a.newPool = func(gossip.Config) (pool, error) { return h.pool, nil }
+	}
 	h.agent = a
 
 	ctx, cancel := context.WithCancel(context.Background())
