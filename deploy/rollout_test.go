@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"math/rand"
 	"strings"
 	"testing"
 	"time"
@@ -354,5 +355,55 @@ func TestManualRollback(t *testing.T) {
 	}
 	if got := versionsOf(h.running("web")); got[1] != 3 || len(got) != 1 {
 		t.Errorf("running versions %v, want 3 of version 1", got)
+	}
+}
+
+// TestRolloutProperties runs random rollouts with random leader changes
+// and lost proposals: each ends as its version deserves, never places a
+// task twice and never runs more than replicas+batch_size tasks.
+func TestRolloutProperties(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	for iter := 0; iter < 40; iter++ {
+		replicas := int32(1 + rng.Intn(6))
+		batch := int32(1 + rng.Intn(3))
+		workers := 1 + rng.Intn(4)
+		broken := rng.Intn(3) == 0
+		lossRate := rng.Intn(4) // 0: none, else 1 in lossRate+1
+		name := fmt.Sprintf("%d: replicas %d batch %d workers %d broken %v loss %d",
+			iter, replicas, batch, workers, broken, lossRate)
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, workers)
+			h.steady(webSpec("v1", replicas))
+			if broken {
+				h.healthy = func(t *pb.Task) bool { return t.GetSpec().GetImage() != "v2" }
+			}
+			h.freshEngine = rng.Intn(2) == 0
+			if lossRate > 0 {
+				h.prop.lose = func(int, fsm.CommandType) (bool, bool) {
+					if rng.Intn(lossRate+1) != 0 {
+						return false, false
+					}
+					after := rng.Intn(2) == 0
+					return !after, after
+				}
+			}
+			spec := webSpec("v2", replicas)
+			spec.Update.BatchSize = batch
+			h.deploy(spec)
+
+			want, version := pb.DeploymentSuccessful, uint64(2)
+			if broken {
+				want, version = pb.DeploymentRolledBack, 1
+			}
+			h.run(time.Second, 200, func() {
+				if n := len(h.running("web")); n > int(replicas+batch) {
+					t.Fatalf("%d tasks to run, more than replicas+batch_size", n)
+				}
+			}, h.deploymentStatus("web", want))
+			h.assertPlacedOnce()
+			if got := versionsOf(h.running("web")); got[version] != int(replicas) || len(got) != 1 {
+				t.Errorf("running versions %v, want %d of version %d", got, replicas, version)
+			}
+		})
 	}
 }
