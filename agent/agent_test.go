@@ -438,6 +438,37 @@ func TestJoinsGossip(t *testing.T) {
 	})
 }
 
+func TestRestartWithoutContainer(t *testing.T) {
+	rt := newFakeRuntime()
+	h := startAgent(t, "secret", rt)
+
+	// The leader's copies after an agent restart that lost every
+	// container: only the task that never started may start.
+	pending := task("pending")
+	pending.State = pb.TaskPending
+	ran := task("ran")
+	ran.State = pb.TaskRunning
+	pullFailed := task("pull-failed")
+	pullFailed.State = pb.TaskFailed
+	pullFailed.Message = "pull x: not found"
+	h.mgr.assign(pending, ran, pullFailed)
+
+	waitFor(t, wait, h.mgr.hasReport("pending", pb.TaskRunning, true))
+	waitFor(t, wait, h.mgr.hasReport("ran", pb.TaskFailed, false))
+	waitFor(t, wait, h.mgr.hasReport("pull-failed", pb.TaskFailed, false))
+	if r := h.mgr.report("ran"); r.GetMessage() != "container lost" {
+		t.Errorf("ran: report %v, want message \"container lost\"", r)
+	}
+	if r := h.mgr.report("pull-failed"); r.GetMessage() != "pull x: not found" {
+		t.Errorf("pull-failed: report %v, want its message kept", r)
+	}
+	for _, c := range rt.callList() {
+		if c == "start ran" || c == "start pull-failed" {
+			t.Errorf("unexpected %q", c)
+		}
+	}
+}
+
 func count(calls []string, call string) int {
 	n := 0
 	for _, c := range calls {

@@ -263,7 +263,27 @@ func (r *runner) stepRun(st *taskState) {
 	case st.container && st.state == "":
 		r.fail(st, st.exitCode)
 	case !st.container && st.state == "":
+		r.startOrRecover(st)
+	}
+}
+
+// startOrRecover starts a task this agent has no record of, unless the
+// leader's copy shows it ran before: then the agent restarted and lost
+// the container (or never had one, after a failed pull), and restarting
+// it here would break the rule that only the leader replaces tasks.
+func (r *runner) startOrRecover(st *taskState) {
+	t := st.task
+	switch t.GetState() {
+	case "", pb.TaskPending:
 		r.start(st)
+	case pb.TaskFailed, pb.TaskStopped:
+		st.exitCode = t.GetExitCode()
+		r.set(st, t.GetState(), t.GetMessage())
+	default:
+		st.log.Warn("container of a started task is gone",
+			"state", t.GetState())
+		st.exitCode = runtime.UnknownExitCode
+		r.set(st, pb.TaskFailed, "container lost")
 	}
 }
 
