@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -108,7 +109,8 @@ func TestRollingUpdateAndRollback(t *testing.T) {
 	c := shared
 	onFailure(t, c)
 
-	app := cluster.WebApp{Name: "roll", Image: c.Image("v1"), Replicas: 3}
+	app := cluster.WebApp{Name: "roll", Image: c.Image("v1"), Replicas: 3, MinHealthyTime: "2s"}
+	const minHealthy = 2 * time.Second
 	deployApp(t, c, app)
 	waitSettled(t, c, app.Name, 1, 60*time.Second)
 
@@ -117,18 +119,27 @@ func TestRollingUpdateAndRollback(t *testing.T) {
 
 	// Watch the rollout: at every sample, at most batch_size (1) v2 tasks
 	// are live and not yet healthy, and the app never drops below
-	// replicas-batch_size healthy tasks.
+	// replicas-batch_size healthy tasks. Remember when each v2 task was
+	// first seen, and first seen healthy.
 	start := time.Now()
+	placed, healthyAt := map[string]time.Time{}, map[string]time.Time{}
 	var worstUnproven, fewestHealthy = 0, app.Replicas
 	wait(t, 60*time.Second, "rollout of roll to version 2", func() error {
 		st, err := c.AppStatus(app.Name)
 		if err != nil {
 			return err
 		}
+		now := time.Now()
 		unproven, healthy := 0, 0
 		for _, task := range st.Live() {
+			if task.Version == 2 && placed[task.ID].IsZero() {
+				placed[task.ID] = now
+			}
 			if task.Healthy && task.State == "running" {
 				healthy++
+				if task.Version == 2 && healthyAt[task.ID].IsZero() {
+					healthyAt[task.ID] = now
+				}
 			} else if task.Version == 2 {
 				unproven++
 			}
@@ -137,12 +148,33 @@ func TestRollingUpdateAndRollback(t *testing.T) {
 		fewestHealthy = min(fewestHealthy, healthy)
 		return st.Settled(2)
 	})
-	t.Logf("rolling update of 3 replicas took %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("rolling update of 3 replicas (batch 1, min_healthy_time 2s) took %s",
+		time.Since(start).Round(time.Millisecond))
 	if worstUnproven > 1 {
 		t.Errorf("saw %d v2 tasks not yet healthy at once, batch_size is 1", worstUnproven)
 	}
 	if fewestHealthy < app.Replicas-1 {
 		t.Errorf("healthy tasks fell to %d during the rollout, want at least %d", fewestHealthy, app.Replicas-1)
+	}
+
+	// Each batch waits for the previous one to be healthy for
+	// min_healthy_time. Samples are up to ~0.3s late, hence the slack.
+	order := make([]string, 0, len(placed))
+	for id := range placed {
+		order = append(order, id)
+	}
+	sort.Slice(order, func(i, j int) bool { return placed[order[i]].Before(placed[order[j]]) })
+	if len(order) != app.Replicas {
+		t.Errorf("%d v2 tasks seen, want %d: %v", len(order), app.Replicas, order)
+	}
+	for k := 1; k < len(order); k++ {
+		prev, next := order[k-1], order[k]
+		gap := placed[next].Sub(healthyAt[prev])
+		t.Logf("v2 task %s placed %s after %s was seen healthy", next, gap.Round(10*time.Millisecond), prev)
+		if healthyAt[prev].IsZero() || gap < minHealthy-600*time.Millisecond {
+			t.Errorf("v2 task %s placed %s after %s was seen healthy, want about min_healthy_time (%s) or more",
+				next, gap.Round(10*time.Millisecond), prev, minHealthy)
+		}
 	}
 	d := waitDeployment(t, c, app.Name, 10*time.Second)
 	if d.Status != "successful" || d.FromVersion != 1 || d.ToVersion != 2 {
@@ -210,11 +242,13 @@ func TestAutoRollback(t *testing.T) {
 				}
 				return nil
 			})
+			var st *cluster.AppStatus
 			wait(t, 60*time.Second, "app back on the v1 image", func() error {
-				st, err := c.AppStatus(app.Name)
+				s, err := c.AppStatus(app.Name)
 				if err != nil {
 					return err
 				}
+				st = s
 				if d := st.Deployment; d != nil && d.Status == "running" {
 					return fmt.Errorf("deployment %s still running (%s)", d.ID, d.Description)
 				}
@@ -223,6 +257,7 @@ func TestAutoRollback(t *testing.T) {
 				}
 				return cluster.CheckAnswers(st, "v1")
 			})
+			t.Logf("back on v1 at app version %d; latest deployment: %+v", st.Version, st.Deployment)
 		})
 	}
 }
@@ -245,6 +280,7 @@ func TestUnpullableImage(t *testing.T) {
 			msg := strings.ToLower(task.Message)
 			if task.State == "failed" && (strings.Contains(msg, "not found") ||
 				strings.Contains(msg, "manifest_unknown") || strings.Contains(msg, "unknown manifest")) {
+				t.Logf("task %s failed: %s", task.ID, task.Message)
 				return nil
 			}
 		}
@@ -287,6 +323,7 @@ func TestBadSpecRefused(t *testing.T) {
 					t.Errorf("error is not one line: %q", msg)
 				}
 			}
+			t.Logf("refused: %s", msg)
 			if !strings.Contains(msg, tc.field) {
 				t.Errorf("error %q does not name the field %q", msg, tc.field)
 			}

@@ -119,6 +119,7 @@ func TestWorkerWrongToken(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
 		t.Errorf("worker %s with a wrong token exited with %v, want a non-zero status", w.Name, err)
 	}
+	t.Logf("worker %s exited (%v); its log ends: %s", w.Name, err, cluster.Tail(w.LogPath, 1))
 	log := strings.ToLower(cluster.Tail(w.LogPath, 20))
 	if !strings.Contains(log, "token") {
 		t.Errorf("worker %s does not say its token was refused; its log ends:\n%s", w.Name, log)
@@ -141,7 +142,7 @@ func TestFiveManagersRestartKeepState(t *testing.T) {
 	c, err := cluster.Start(cluster.Config{
 		Binary:   binary,
 		Managers: 5,
-		Subnet:   1,
+		Subnet:   fiveSubnet,
 		Log:      harnessLog,
 	})
 	if err != nil {

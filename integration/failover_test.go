@@ -223,30 +223,39 @@ func TestWorkerKilledDuringDeploy(t *testing.T) {
 }
 
 // Point 8: a worker restarted on its data dir adopts the containers it
-// should still run (same task, not restarted) and removes the rest: here
-// the task of an app removed while it was away.
+// should still run (same task, same process: not restarted) and removes
+// the rest: the task of an app removed while it was away, and tasks of an
+// app scaled down meanwhile if the leader picked them.
 func TestWorkerRestartReconciles(t *testing.T) {
 	c := shared
 	onFailure(t, c)
 
 	keep := cluster.WebApp{Name: "rc-keep", Image: c.Image("v1"), Replicas: 3}
 	gone := cluster.WebApp{Name: "rc-gone", Image: c.Image("v1"), Replicas: 3}
-	deployApp(t, c, keep)
-	deployApp(t, c, gone)
+	down := cluster.WebApp{Name: "rc-down", Image: c.Image("v1"), Replicas: 3}
+	for _, a := range []cluster.WebApp{keep, gone, down} {
+		deployApp(t, c, a)
+	}
 	stKeep := waitSettled(t, c, keep.Name, 1, 60*time.Second)
-	waitSettled(t, c, gone.Name, 1, 60*time.Second)
+	stGone := waitSettled(t, c, gone.Name, 1, 60*time.Second)
+	waitSettled(t, c, down.Name, 1, 60*time.Second)
 
 	const victim = "w2"
-	var kept string
-	for _, task := range stKeep.Live() {
-		if task.Node == victim {
-			kept = task.ID
-		}
+	kept := onNode(stKeep, victim)
+	removed := onNode(stGone, victim)
+	if kept == "" || removed == "" {
+		t.Fatalf("want a task of %s and of %s on %s (3 replicas over 3 workers): %+v %+v",
+			keep.Name, gone.Name, victim, stKeep.Live(), stGone.Live())
 	}
-	if kept == "" {
-		t.Fatalf("no task of %s on %s: %+v", keep.Name, victim, stKeep.Live())
+	before, err := c.TaskPIDs(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before[kept] == 0 || before[removed] == 0 {
+		t.Fatalf("%s: no running container for tasks %s and %s: %v", victim, kept, removed, before)
 	}
 
+	// While the worker is away: remove one app, scale another down.
 	if err := c.Kill(victim); err != nil {
 		t.Fatal(err)
 	}
@@ -260,6 +269,9 @@ func TestWorkerRestartReconciles(t *testing.T) {
 	if _, err := c.CLI("app", "rm", gone.Name); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.CLI("app", "scale", down.Name, "1"); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Restart(victim); err != nil {
 		t.Fatal(err)
 	}
@@ -269,17 +281,31 @@ func TestWorkerRestartReconciles(t *testing.T) {
 	wait(t, 30*time.Second, victim+" holds exactly its assigned containers", func() error {
 		return sameContainers(c, victim)
 	})
+	waitSettled(t, c, down.Name, 1, 30*time.Second)
 
-	// The task of rc-keep on the worker is still the same task, healthy.
+	// The task of rc-keep on the worker is the same task, in the same
+	// process, and healthy.
 	st := waitSettled(t, c, keep.Name, 1, 30*time.Second)
-	found := false
-	for _, task := range st.Live() {
-		if task.ID == kept {
-			found = task.Node == victim
-		}
+	if id := onNode(st, victim); id != kept {
+		t.Errorf("%s's task on %s was %s, now %q: not adopted", keep.Name, victim, kept, id)
 	}
-	if !found {
-		t.Errorf("task %s of %s on %s was not adopted: %+v", kept, keep.Name, victim, st.Live())
+	after, err := c.TaskPIDs(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after[kept] != before[kept] {
+		t.Errorf("task %s ran as pid %d before the restart, %d after: restarted, not adopted",
+			kept, before[kept], after[kept])
 	}
 	waitAnswers(t, c, keep.Name, "v1", 10*time.Second)
+}
+
+// onNode returns the ID of a live task of st on node, "" if none.
+func onNode(st *cluster.AppStatus, node string) string {
+	for _, task := range st.Live() {
+		if task.Node == node {
+			return task.ID
+		}
+	}
+	return ""
 }

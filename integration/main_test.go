@@ -22,6 +22,13 @@ import (
 // test that kills a node brings it back before it ends.
 var shared *cluster.Cluster
 
+// Loopback subnets (127.0.N.x) of the clusters the tests start: not 0, so
+// that a demo or a hand-started cluster on 127.0.0.x does not collide.
+const (
+	sharedSubnet = 10
+	fiveSubnet   = 11
+)
+
 // binary is the hivemind binary built once for the whole run.
 var binary string
 
@@ -67,6 +74,7 @@ func run(m *testing.M) int {
 		Binary:   binary,
 		Managers: 3,
 		Workers:  3,
+		Subnet:   sharedSubnet,
 		Log:      harnessLog,
 	})
 	if err != nil {

@@ -142,13 +142,27 @@ func (c *Cluster) AppStatus(name string) (*AppStatus, error) {
 var specSeq atomic.Int64
 
 // Deploy writes spec to a file in the run directory and runs
-// `app deploy -f FILE`; it returns the command's output.
+// `app deploy -f FILE` against any manager; it returns the output.
 func (c *Cluster) Deploy(spec string) ([]byte, error) {
-	path := filepath.Join(c.Dir, fmt.Sprintf("spec-%d.yaml", specSeq.Add(1)))
-	if err := os.WriteFile(path, []byte(spec), 0o644); err != nil {
+	path, err := c.writeSpec(spec)
+	if err != nil {
 		return nil, err
 	}
 	return c.CLI("app", "deploy", "-f", path)
+}
+
+// DeployAt is Deploy against one manager.
+func (c *Cluster) DeployAt(manager, spec string) ([]byte, error) {
+	path, err := c.writeSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	return c.CLIAt(manager, "app", "deploy", "-f", path)
+}
+
+func (c *Cluster) writeSpec(spec string) (string, error) {
+	path := filepath.Join(c.Dir, fmt.Sprintf("spec-%d.yaml", specSeq.Add(1)))
+	return path, os.WriteFile(path, []byte(spec), 0o644)
 }
 
 // Token is the worker join token the workers were started with.

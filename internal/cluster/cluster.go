@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,12 +170,23 @@ func (c *Cluster) start() error {
 		c.managers = append(c.managers, c.newManager(i))
 		c.mu.Unlock()
 	}
+	if err := c.checkPortsFree(); err != nil {
+		return err
+	}
 	for _, m := range c.Managers() {
 		if err := c.startMember(m); err != nil {
 			return err
 		}
 	}
-	leader, err := c.WaitLeader(c.cfg.Timeout)
+	var leader string
+	err := WaitFor(c.cfg.Timeout, func() error {
+		if err := c.checkAlive(); err != nil {
+			return err
+		}
+		l, err := c.Leader()
+		leader = l
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -195,12 +207,62 @@ func (c *Cluster) start() error {
 		}
 	}
 	for _, w := range c.Workers() {
-		if err := c.WaitNodeStatus(w.Name, "ready", c.cfg.Timeout); err != nil {
+		err := WaitFor(c.cfg.Timeout, func() error {
+			if err := c.checkAlive(); err != nil {
+				return err
+			}
+			return c.nodeStatus(w.Name, "ready")
+		})
+		if err != nil {
 			return err
 		}
 	}
 	c.logf("cluster of %d managers and %d workers up in %s",
 		c.cfg.Managers, c.cfg.Workers, since(t0))
+	return nil
+}
+
+// checkAlive is an error wrapping ErrAbort when a started member exited.
+func (c *Cluster) checkAlive() error {
+	for _, m := range append(c.Managers(), c.Workers()...) {
+		c.mu.Lock()
+		p := m.proc
+		c.mu.Unlock()
+		if p == nil {
+			continue
+		}
+		select {
+		case <-p.Exited():
+			return fmt.Errorf("%w: %s %s exited (%v): %s", ErrAbort,
+				m.Role, m.Name, p.Wait(), Tail(m.LogPath, 1))
+		default:
+		}
+	}
+	return nil
+}
+
+// checkPortsFree fails when a port the managers or workers will bind is
+// taken, most likely by another Hivemind on the same addresses.
+func (c *Cluster) checkPortsFree() error {
+	var addrs []string
+	for i := 1; i <= c.cfg.Managers; i++ {
+		for _, port := range []int{7070, 7071, 7072, 7073} {
+			addrs = append(addrs, fmt.Sprintf("%s:%d", c.ip(i), port))
+		}
+	}
+	for i := 1; i <= c.cfg.Workers; i++ {
+		for _, port := range []int{7073, 7053} {
+			addrs = append(addrs, fmt.Sprintf("%s:%d", c.ip(10+i), port))
+		}
+	}
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("port %s is taken (another cluster on 127.0.%d.x? pick another Subnet): %w",
+				a, c.cfg.Subnet, err)
+		}
+		ln.Close()
+	}
 	return nil
 }
 

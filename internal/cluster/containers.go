@@ -16,16 +16,48 @@ import (
 // Containers lists the IDs of the containers in a worker's containerd
 // (its namespace), sorted, whether their task runs or not.
 func (c *Cluster) Containers(worker string) ([]string, error) {
+	var ids []string
+	err := c.withContainerd(worker, func(ctx context.Context, ctrs []client.Container) error {
+		for _, ctr := range ctrs {
+			ids = append(ids, ctr.ID())
+		}
+		return nil
+	})
+	sort.Strings(ids)
+	return ids, err
+}
+
+// TaskPIDs maps each container in a worker's containerd that has a task
+// to its init process ID: a container restarted under the same ID shows a
+// new PID.
+func (c *Cluster) TaskPIDs(worker string) (map[string]uint32, error) {
+	pids := map[string]uint32{}
+	err := c.withContainerd(worker, func(ctx context.Context, ctrs []client.Container) error {
+		for _, ctr := range ctrs {
+			task, err := ctr.Task(ctx, nil)
+			if err != nil {
+				continue // a container without a task
+			}
+			pids[ctr.ID()] = task.Pid()
+		}
+		return nil
+	})
+	return pids, err
+}
+
+// withContainerd calls fn with the containers of a worker's containerd,
+// through a client of its own, in the worker's namespace.
+func (c *Cluster) withContainerd(worker string, fn func(context.Context, []client.Container) error) error {
 	w, err := c.Member(worker)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if w.Containerd == nil {
-		return nil, fmt.Errorf("%s: no containerd", worker)
+		return fmt.Errorf("%s: no containerd", worker)
 	}
 	cl, err := client.New(w.Containerd.Socket, client.WithTimeout(2*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("%s: containerd: %w", worker, err)
+		return fmt.Errorf("%s: containerd: %w", worker, err)
 	}
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -33,14 +65,9 @@ func (c *Cluster) Containers(worker string) ([]string, error) {
 	ctx = namespaces.WithNamespace(ctx, w.Containerd.Namespace)
 	ctrs, err := cl.Containers(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%s: containers: %w", worker, err)
+		return fmt.Errorf("%s: containers: %w", worker, err)
 	}
-	ids := make([]string, 0, len(ctrs))
-	for _, ctr := range ctrs {
-		ids = append(ids, ctr.ID())
-	}
-	sort.Strings(ids)
-	return ids, nil
+	return fn(ctx, ctrs)
 }
 
 // AllContainers lists the containers of every worker, by worker name.

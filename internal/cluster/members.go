@@ -164,19 +164,22 @@ func (c *Cluster) WaitLeader(timeout time.Duration) (string, error) {
 
 // WaitNodeStatus waits until `node ls` shows node with status.
 func (c *Cluster) WaitNodeStatus(node, status string, timeout time.Duration) error {
-	return WaitFor(timeout, func() error {
-		nodes, err := c.Nodes()
-		if err != nil {
-			return err
-		}
-		for _, n := range nodes {
-			if n.Name == node {
-				if n.Status != status {
-					return fmt.Errorf("node %s is %q, want %q", node, n.Status, status)
-				}
-				return nil
+	return WaitFor(timeout, func() error { return c.nodeStatus(node, status) })
+}
+
+// nodeStatus is an error unless `node ls` shows node with status.
+func (c *Cluster) nodeStatus(node, status string) error {
+	nodes, err := c.Nodes()
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if n.Name == node {
+			if n.Status != status {
+				return fmt.Errorf("node %s is %q, want %q", node, n.Status, status)
 			}
+			return nil
 		}
-		return fmt.Errorf("node %s not in node ls", node)
-	})
+	}
+	return fmt.Errorf("node %s not in node ls", node)
 }
