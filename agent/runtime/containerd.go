@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -44,8 +45,12 @@ type Containerd struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	watched map[string]bool // IDs with a watcher goroutine
-	closed  bool
+	watched map[string]int // watcher goroutines per ID
+	// retrying holds the IDs whose watcher lost its Wait call; lost
+	// holds the exits that Stop saw for them (see waitExit).
+	retrying map[string]bool
+	lost     map[string]Exit
+	closed   bool
 }
 
 var _ Runtime = (*Containerd)(nil)
@@ -84,7 +89,9 @@ func NewContainerd(cfg Config) (*Containerd, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		exits:    make(chan Exit, exitBuffer),
-		watched:  make(map[string]bool),
+		watched:  make(map[string]int),
+		retrying: make(map[string]bool),
+		lost:     make(map[string]Exit),
 	}
 	for _, h := range cfg.InsecureRegistries {
 		r.insecure[h] = true
@@ -281,9 +288,12 @@ func (r *Containerd) Stop(ctx context.Context, id string, timeout time.Duration)
 		if err := r.stopTask(ctx, id, task, timeout); err != nil {
 			return err
 		}
-		_, err := task.Delete(ctx)
+		st, err := task.Delete(ctx)
 		if err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("container %q: delete task: %w", id, err)
+		}
+		if st != nil {
+			r.noteExit(id, st)
 		}
 	}
 
@@ -504,24 +514,40 @@ func (r *Containerd) startTask(ctx context.Context, ctr client.Container, s Spec
 		return fmt.Errorf("container %q: start: %w", s.ID, err)
 	}
 
-	if !r.track(s.ID) {
+	// A watcher of an earlier container of this ID may still be
+	// delivering its exit, so this one is counted, never refused.
+	if _, err := r.track(s.ID, false); err != nil {
 		cancel()
-		return ErrClosed
+		return err
 	}
 	go r.report(s.ID, exited, cancel)
 	return nil
 }
 
-// track registers a watcher for id; false after Close.
-func (r *Containerd) track(id string) bool {
+// track counts a watcher goroutine for id. With onlyFirst it does not
+// when id has one already, and returns false. ErrClosed after Close.
+func (r *Containerd) track(id string, onlyFirst bool) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		return false
+		return false, ErrClosed
 	}
-	r.watched[id] = true
+	if onlyFirst && r.watched[id] > 0 {
+		return false, nil
+	}
+	r.watched[id]++
 	r.wg.Add(1)
-	return true
+	return true, nil
+}
+
+// untrack undoes track.
+func (r *Containerd) untrack(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.watched[id]--; r.watched[id] <= 0 {
+		delete(r.watched, id)
+	}
+	r.wg.Done()
 }
 
 // Watch implements Runtime.
@@ -530,53 +556,51 @@ func (r *Containerd) Watch(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	watched := r.watched[id]
-	r.mu.Unlock()
-	if watched {
-		return nil
+	first, err := r.track(id, true)
+	if err != nil || !first {
+		return err
 	}
-
-	ctr, err := r.client.LoadContainer(ctx, id)
-	if errdefs.IsNotFound(err) {
-		return fmt.Errorf("container %q: %w", id, ErrNotFound)
-	}
+	exited, cancel, err := r.wait(ctx, id)
 	if err != nil {
-		return fmt.Errorf("container %q: %w", id, err)
-	}
-	task, err := ctr.Task(ctx, nil)
-	if errdefs.IsNotFound(err) {
-		return fmt.Errorf("container %q: no task: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("container %q: task: %w", id, err)
-	}
-
-	wctx, cancel := context.WithCancel(r.ctx)
-	exited, err := task.Wait(wctx)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("container %q: wait: %w", id, err)
-	}
-	if !r.track(id) {
-		cancel()
-		return ErrClosed
+		r.untrack(id)
+		return err
 	}
 	r.logger.Info("watching container", "task_id", id)
 	go r.report(id, exited, cancel)
 	return nil
 }
 
+// wait starts a Wait, under r.ctx, on the task of an existing container.
+func (r *Containerd) wait(ctx context.Context, id string) (<-chan client.ExitStatus, context.CancelFunc, error) {
+	ctr, err := r.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil, nil, fmt.Errorf("container %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %q: %w", id, err)
+	}
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil, nil, fmt.Errorf("container %q: no task: %w",
+			id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %q: task: %w", id, err)
+	}
+	wctx, cancel := context.WithCancel(r.ctx)
+	exited, err := task.Wait(wctx)
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("container %q: wait: %w", id, err)
+	}
+	return exited, cancel, nil
+}
+
 // report waits for a task's exit and sends it on Exits. When the Wait
 // call breaks (containerd restarted) it waits again on the task, and
 // reports UnknownExitCode if the task is gone by then.
 func (r *Containerd) report(id string, exited <-chan client.ExitStatus, cancel context.CancelFunc) {
-	defer r.wg.Done()
-	defer func() {
-		r.mu.Lock()
-		delete(r.watched, id)
-		r.mu.Unlock()
-	}()
+	defer r.untrack(id)
 
 	e, ok := r.waitExit(id, exited, cancel)
 	if !ok {
@@ -589,7 +613,12 @@ func (r *Containerd) report(id string, exited <-chan client.ExitStatus, cancel c
 	}
 }
 
+// waitExit returns the exit of id's task, false after Close. A Wait call
+// breaks when containerd restarts; the task may exit, and Stop may even
+// delete it, before a new Wait is in place. So while a watcher retries,
+// Stop hands it the exit status it got from deleting the task (lost).
 func (r *Containerd) waitExit(id string, exited <-chan client.ExitStatus, cancel context.CancelFunc) (Exit, bool) {
+	defer r.setRetrying(id, false)
 	for {
 		st := <-exited
 		cancel()
@@ -597,29 +626,28 @@ func (r *Containerd) waitExit(id string, exited <-chan client.ExitStatus, cancel
 			return Exit{}, false
 		}
 		if st.Error() == nil {
-			at := st.ExitTime()
-			if at.IsZero() {
-				at = time.Now()
-			}
-			return Exit{ID: id, Code: int(st.ExitCode()), At: at}, true
+			return exitOf(id, st), true
 		}
 
 		r.logger.Warn("waiting for container exit failed, retrying",
 			"task_id", id, "error", st.Error())
+		r.setRetrying(id, true)
+		backoff := 100 * time.Millisecond
 		for {
 			select {
 			case <-r.ctx.Done():
 				return Exit{}, false
-			case <-time.After(time.Second):
+			case <-time.After(backoff):
 			}
+			backoff = min(2*backoff, 2*time.Second)
+
 			var err error
-			exited, cancel, err = r.rewait(id)
+			exited, cancel, err = r.wait(r.ctx, id)
 			if err == nil {
 				break
 			}
-			if errdefs.IsNotFound(err) {
-				return Exit{ID: id, Code: UnknownExitCode,
-					At: time.Now()}, true
+			if errors.Is(err, ErrNotFound) {
+				return r.takeLost(id), true
 			}
 			r.logger.Debug("containerd still unreachable", "task_id", id,
 				"error", err)
@@ -627,21 +655,41 @@ func (r *Containerd) waitExit(id string, exited <-chan client.ExitStatus, cancel
 	}
 }
 
-// rewait starts a new Wait on id's task.
-func (r *Containerd) rewait(id string) (<-chan client.ExitStatus, context.CancelFunc, error) {
-	ctr, err := r.client.LoadContainer(r.ctx, id)
-	if err != nil {
-		return nil, nil, err
+func exitOf(id string, st client.ExitStatus) Exit {
+	at := st.ExitTime()
+	if at.IsZero() {
+		at = time.Now()
 	}
-	task, err := ctr.Task(r.ctx, nil)
-	if err != nil {
-		return nil, nil, err
+	return Exit{ID: id, Code: int(st.ExitCode()), At: at}
+}
+
+func (r *Containerd) setRetrying(id string, on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if on {
+		r.retrying[id] = true
+		return
 	}
-	wctx, cancel := context.WithCancel(r.ctx)
-	exited, err := task.Wait(wctx)
-	if err != nil {
-		cancel()
-		return nil, nil, err
+	delete(r.retrying, id)
+	delete(r.lost, id)
+}
+
+// noteExit keeps the status of a deleted task for a retrying watcher.
+func (r *Containerd) noteExit(id string, st *client.ExitStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retrying[id] {
+		r.lost[id] = exitOf(id, *st)
 	}
-	return exited, cancel, nil
+}
+
+// takeLost returns the exit Stop saw for id, or one with UnknownExitCode.
+func (r *Containerd) takeLost(id string) Exit {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.lost[id]; ok {
+		delete(r.lost, id)
+		return e
+	}
+	return Exit{ID: id, Code: UnknownExitCode, At: time.Now()}
 }

@@ -406,6 +406,83 @@ func TestStartOverLeftoverSnapshot(t *testing.T) {
 	}
 }
 
+// TestWatchSurvivesContainerdRestart: a crash of containerd breaks the
+// watcher's Wait; the watcher waits again on the restarted daemon, which
+// has adopted the running container, and still reports the real exit.
+func TestWatchSurvivesContainerdRestart(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	ctx := context.Background()
+
+	if err := rt.Pull(ctx, e.reg.Ref("web:v1")); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	s, addr := e.spec(t, "web-restart", "web:v1")
+	if err := rt.Start(ctx, s); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	if err := e.ctrd.Restart(); err != nil {
+		t.Fatalf("restart containerd: %v", err)
+	}
+
+	waitFor(t, 20*time.Second, func() error {
+		ctrs, err := rt.List(ctx)
+		if err != nil {
+			return fmt.Errorf("list after restart: %w", err)
+		}
+		if len(ctrs) != 1 || !ctrs[0].Running {
+			return fmt.Errorf("list after restart = %+v, want web-restart running", ctrs)
+		}
+		_, err = get("http://" + addr + "/")
+		return err
+	})
+	if err := rt.Stop(ctx, "web-restart", 10*time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	ex := nextExit(t, rt, 10*time.Second)
+	if ex.ID != "web-restart" || ex.Code != 0 {
+		t.Errorf("exit = %+v, want web-restart code 0", ex)
+	}
+}
+
+// TestContainerdStopCleansUp: stopping the private daemon with a task
+// still running leaves no shim, container process or mount behind.
+func TestContainerdStopCleansUp(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	ctx := context.Background()
+
+	if err := rt.Pull(ctx, e.reg.Ref("web:stuck")); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	s, _ := e.spec(t, "web-left-running", "web:stuck")
+	if err := rt.Start(ctx, s); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	ctrs, err := rt.List(ctx)
+	if err != nil || len(ctrs) != 1 || ctrs[0].Pid == 0 {
+		t.Fatalf("list = %+v, %v; want one running container", ctrs, err)
+	}
+	pid := ctrs[0].Pid
+	if err := rt.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := e.ctrd.Stop(); err != nil {
+		t.Fatalf("stop containerd: %v", err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Errorf("container process %d still alive", pid)
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mounts), " "+e.dir+"/") {
+		t.Errorf("mounts left under %s", e.dir)
+	}
+}
+
 func nextExit(t *testing.T, rt runtime.Runtime, timeout time.Duration) runtime.Exit {
 	t.Helper()
 	select {

@@ -51,15 +51,16 @@ type Containerd struct {
 	// LogPath is the daemon's stdout and stderr.
 	LogPath string
 
-	cmd      *exec.Cmd
-	exited   chan struct{}
+	mu       sync.Mutex
+	cmd      *exec.Cmd     // the running daemon
+	exited   chan struct{} // closed when cmd has exited
 	stopOnce sync.Once
 	stopErr  error
 }
 
-// StartContainerd writes a config under dir (created if needed), starts /usr/bin/containerd
-// with it and returns once the daemon answers a Version call (or after
-// 30s with an error that includes the tail of its log). dir must be short:
+// StartContainerd writes a config under dir (created if needed), starts
+// /usr/bin/containerd with it and returns once the daemon answers a
+// Version call (or after 30s with an error that includes its log's tail). dir must be short:
 // the socket path dir+"/c.sock" must fit in 107 bytes. Needs root.
 func StartContainerd(dir string) (*Containerd, error) {
 	dir, err := filepath.Abs(dir)
@@ -71,7 +72,6 @@ func StartContainerd(dir string) (*Containerd, error) {
 		Socket:    filepath.Join(dir, "c.sock"),
 		Namespace: namespaceFor(dir),
 		LogPath:   filepath.Join(dir, "containerd.log"),
-		exited:    make(chan struct{}),
 	}
 	if len(c.Socket)+len(".ttrpc") > maxSocketPath {
 		return nil, fmt.Errorf("containerd socket %q: %w",
@@ -82,38 +82,70 @@ func StartContainerd(dir string) (*Containerd, error) {
 		return nil, fmt.Errorf("containerd dir: %w", err)
 	}
 	cfgPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(c.config()), 0o644); err != nil {
+	err = os.WriteFile(cfgPath, []byte(c.config()), 0o644)
+	if err != nil {
 		return nil, fmt.Errorf("containerd config: %w", err)
 	}
-	logf, err := os.OpenFile(c.LogPath,
-		os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("containerd log: %w", err)
-	}
-	defer logf.Close()
-
-	c.cmd = exec.Command(ContainerdBinary, "--config", cfgPath)
-	c.cmd.Stdout = logf
-	c.cmd.Stderr = logf
-	// The daemon dies with the process that started it, so a crashed
-	// test leaves no daemon behind (its shims may stay; see Stop).
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid:   true,
-		Pdeathsig: syscall.SIGKILL,
-	}
-	if err := c.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
-	}
-	go func() {
-		_ = c.cmd.Wait()
-		close(c.exited)
-	}()
-
-	if err := c.waitReady(30 * time.Second); err != nil {
+	if err := c.launch(); err != nil {
 		_ = c.Stop()
 		return nil, err
 	}
 	return c, nil
+}
+
+// launch starts the daemon on the config in Dir and waits until it
+// answers.
+func (c *Containerd) launch() error {
+	logf, err := os.OpenFile(c.LogPath,
+		os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("containerd log: %w", err)
+	}
+	defer logf.Close()
+
+	cmd := exec.Command(ContainerdBinary,
+		"--config", filepath.Join(c.Dir, "config.toml"))
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	// The daemon dies with the process that started it, so a crashed
+	// test leaves no daemon behind (its shims may stay; see Stop).
+	// Pdeathsig follows the starting OS thread, which Go keeps alive
+	// unless a goroutine exits while locked to it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:   true,
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	c.mu.Lock()
+	c.cmd, c.exited = cmd, exited
+	c.mu.Unlock()
+
+	return c.waitReady(30 * time.Second)
+}
+
+// Restart kills the daemon with SIGKILL, as a crash would, and starts it
+// again on the same directory. Running containers survive in their shims
+// and the new daemon adopts them.
+func (c *Containerd) Restart() error {
+	cmd, exited := c.current()
+	if err := cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("containerd: sigkill: %w", err)
+	}
+	<-exited
+	return c.launch()
+}
+
+func (c *Containerd) current() (*exec.Cmd, chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cmd, c.exited
 }
 
 func namespaceFor(dir string) string {
@@ -164,11 +196,12 @@ disabled_plugins = [
 // waitReady polls the daemon's Version until it answers, it exits or the
 // deadline passes.
 func (c *Containerd) waitReady(timeout time.Duration) error {
+	_, exited := c.current()
 	deadline := time.Now().Add(timeout)
 	var lastErr error
 	for time.Now().Before(deadline) {
 		select {
-		case <-c.exited:
+		case <-exited:
 			return fmt.Errorf("containerd exited during start-up: %s",
 				c.logTail())
 		default:
@@ -221,11 +254,15 @@ func (c *Containerd) Stop() error {
 
 func (c *Containerd) stop() error {
 	var errs []error
+	cmd, exited := c.current()
 	select {
-	case <-c.exited:
+	case <-exited:
 	default:
+		if cmd == nil {
+			break
+		}
 		errs = append(errs, c.removeContainers())
-		errs = append(errs, c.stopDaemon(10*time.Second))
+		errs = append(errs, stopDaemon(cmd, exited, 10*time.Second))
 	}
 	errs = append(errs, c.killShims())
 	errs = append(errs, unmountUnder(c.Dir))
@@ -277,19 +314,19 @@ func removeContainer(ctx context.Context, ctr client.Container) error {
 }
 
 // stopDaemon sends SIGTERM, then SIGKILL after timeout.
-func (c *Containerd) stopDaemon(timeout time.Duration) error {
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+func stopDaemon(cmd *exec.Cmd, exited chan struct{}, timeout time.Duration) error {
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		return fmt.Errorf("containerd: sigterm: %w", err)
 	}
 	select {
-	case <-c.exited:
+	case <-exited:
 		return nil
 	case <-time.After(timeout):
 	}
-	if err := c.cmd.Process.Kill(); err != nil {
+	if err := cmd.Process.Kill(); err != nil {
 		return fmt.Errorf("containerd: sigkill: %w", err)
 	}
-	<-c.exited
+	<-exited
 	return nil
 }
 
