@@ -149,7 +149,7 @@ func TestFiveManagersRestartKeepState(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
+		if err := stopAll(c); err != nil {
 			t.Error(err)
 		}
 	})

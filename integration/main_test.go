@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,11 +83,27 @@ func run(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
-	if err := shared.Stop(); err != nil {
+	if err := stopAll(shared); err != nil {
 		fmt.Fprintln(os.Stderr, "integration: stop cluster:", err)
 		if code == 0 {
 			code = 1
 		}
 	}
 	return code
+}
+
+// stopAll stops c and checks that no process, container or mount of it is
+// left.
+func stopAll(c *cluster.Cluster) error {
+	if err := c.Stop(); err != nil {
+		return err
+	}
+	left, err := c.Leftovers()
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("left behind after Stop: %s", strings.Join(left, "; "))
+	}
+	return nil
 }

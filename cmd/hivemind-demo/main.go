@@ -102,9 +102,16 @@ func (d *demo) stop() {
 		d.say("stopping: removing the app, stopping workers, managers and containerds, removing containers and the run directory")
 		if err := d.c.Stop(); err != nil {
 			d.say("stop reported: %v", err)
-			return
 		}
-		d.say("everything stopped in %s; no process or container of the demo is left", round(time.Since(t0)))
+		left, err := d.c.Leftovers()
+		switch {
+		case err != nil:
+			d.say("could not check what is left: %v", err)
+		case len(left) > 0:
+			d.say("WARNING: left behind: %s", strings.Join(left, "; "))
+		default:
+			d.say("everything stopped in %s; checked: no process, container or mount of the demo is left", round(time.Since(t0)))
+		}
 	})
 }
 
@@ -179,6 +186,10 @@ func (d *demo) run() error {
 	}
 	rollout := time.Since(deployAt)
 	sinceKill := time.Since(killAt)
+	if moved := events.firstPlacedAfter(killAt); !moved.IsZero() {
+		d.say("the rollout moved again (next v2 task placed) %s after the kill; without a kill, the next batch is due min_healthy_time (2s) after the previous one is healthy",
+			round(moved.Sub(killAt)))
+	}
 	sent, failed := probe.finish()
 	d.say("rollout finished %s after app deploy (%s after the kill); deployment %s is %s",
 		round(rollout), round(sinceKill), st.Deployment.ID, st.Deployment.Status)
@@ -212,8 +223,18 @@ func (d *demo) run() error {
 		d.say("  - %d requests sent straight to the tasks listed healthy during the rollout; none failed", sent)
 	default:
 		d.say("  - %d requests sent straight to the tasks listed healthy during the rollout; %d failed:", sent, len(failed))
+		byTask := map[string][]failure{}
+		var order []string
 		for _, f := range failed {
-			d.say("      %s: %s; states seen for this task: %s", f.task, f.err, strings.Join(events.states[f.task], " -> "))
+			if byTask[f.task] == nil {
+				order = append(order, f.task)
+			}
+			byTask[f.task] = append(byTask[f.task], f)
+		}
+		for _, id := range order {
+			fs := byTask[id]
+			d.say("      %d to task %s (states seen: %s), first: %s", len(fs), id,
+				strings.Join(events.states[id], " -> "), fs[0].err)
 		}
 		d.say("    (this demo refreshes its list of healthy tasks from app status every 200ms and does not go through an ingress proxy)")
 	}
@@ -322,12 +343,14 @@ type events struct {
 	silent bool
 	last   map[string]cluster.Task
 	seen   map[int64]map[string]bool
-	states map[string][]string // task ID -> the states seen, in order
+	states map[string][]string  // task ID -> the states seen, in order
+	placed map[string]time.Time // task ID -> when it was first seen
 }
 
 func newEvents(d *demo) *events {
 	return &events{d: d, last: map[string]cluster.Task{},
-		seen: map[int64]map[string]bool{}, states: map[string][]string{}}
+		seen: map[int64]map[string]bool{}, states: map[string][]string{},
+		placed: map[string]time.Time{}}
 }
 
 // quiet records st as the starting point without printing it.
@@ -355,6 +378,7 @@ func (e *events) update(st *cluster.AppStatus) {
 		old, ok := e.last[t.ID]
 		switch {
 		case !ok:
+			e.placed[t.ID] = time.Now()
 			e.say("  task %s (v%d) placed on %s: %s%s", t.ID, t.Version, t.Node, t.State, healthWord(t))
 		case old.State != t.State || old.Healthy != t.Healthy:
 			e.say("  task %s (v%d) on %s: %s%s", t.ID, t.Version, t.Node, t.State, healthWord(t))
@@ -370,6 +394,18 @@ func (e *events) update(st *cluster.AppStatus) {
 		}
 	}
 	e.last = now
+}
+
+// firstPlacedAfter is when the first task first seen after t was seen;
+// zero if none.
+func (e *events) firstPlacedAfter(t time.Time) time.Time {
+	var first time.Time
+	for _, at := range e.placed {
+		if at.After(t) && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
+	}
+	return first
 }
 
 func healthWord(t cluster.Task) string {

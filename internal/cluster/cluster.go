@@ -193,13 +193,22 @@ func (c *Cluster) start() error {
 	c.logf("leader %s elected, %s after start", leader, since(t0))
 
 	// Workers, each with its own containerd.
-	tok, err := c.CLI("cluster", "join-token", "worker")
+	// TODO: the retry covers a window right after an election in which a
+	// follower cannot forward ("no rpc address in the store" for a leader
+	// that has not recorded itself yet); drop it once rpc waits for that.
+	err = WaitFor(10*time.Second, func() error {
+		tok, err := c.CLI("cluster", "join-token", "worker")
+		if err != nil {
+			return fmt.Errorf("join token: %w", err)
+		}
+		c.token = strings.TrimSpace(string(tok))
+		if c.token == "" {
+			return errors.New("cluster join-token worker printed nothing")
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("join token: %w", err)
-	}
-	c.token = strings.TrimSpace(string(tok))
-	if c.token == "" {
-		return errors.New("cluster join-token worker printed nothing")
+		return err
 	}
 	for i := 1; i <= c.cfg.Workers; i++ {
 		if _, err := c.AddWorker(c.token); err != nil {

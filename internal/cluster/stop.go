@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -83,4 +86,47 @@ func (c *Cluster) removeApps() {
 	if err != nil {
 		c.logf("stop: %v", err)
 	}
+}
+
+// Leftovers lists what of the cluster still exists after Stop: processes
+// whose command line names the run directory (daemons, shims) or whose
+// root is inside it (containers), and mounts under it. Empty means Stop
+// left nothing behind.
+func (c *Cluster) Leftovers() ([]string, error) {
+	var out []string
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		proc := filepath.Join("/proc", e.Name())
+		cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
+		if err != nil {
+			continue // gone
+		}
+		args := strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")
+		root, _ := os.Readlink(filepath.Join(proc, "root"))
+		if strings.Contains(args, c.Dir) || within(root, c.Dir) {
+			out = append(out, fmt.Sprintf("process %d: %s", pid, args))
+		}
+	}
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(mounts), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && within(f[4], c.Dir) {
+			out = append(out, "mount "+f[4])
+		}
+	}
+	return out, nil
+}
+
+func within(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, dir+"/")
 }
