@@ -393,3 +393,58 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// Point 5: a task to stop gets the stop signal first, and a kill only after
+// stop_timeout (2s). The web server exits on SIGTERM; with
+// MODE=ignore-sigterm it ignores it and must be killed.
+func TestStopSignalThenKill(t *testing.T) {
+	t.Parallel()
+	c := shared
+	onFailure(t, c)
+
+	polite := cluster.WebApp{Name: "polite", Image: c.Image("v1"), Replicas: 1}
+	stubborn := cluster.WebApp{Name: "stubborn", Image: c.Image("v1"), Replicas: 1,
+		Env: map[string]string{"MODE": "ignore-sigterm"}}
+	container := map[string]string{} // app -> its task, also its container
+	node := map[string]string{}
+	for _, a := range []cluster.WebApp{polite, stubborn} {
+		deployApp(t, c, a)
+		st := waitSettled(t, c, a.Name, 1, 60*time.Second)
+		container[a.Name], node[a.Name] = st.Live()[0].ID, st.Live()[0].Node
+	}
+
+	for _, a := range []cluster.WebApp{polite, stubborn} {
+		if _, err := c.CLI("app", "rm", a.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed := time.Now()
+	gone := map[string]time.Duration{}
+	wait(t, 20*time.Second, "both containers gone", func() error {
+		for _, a := range []string{polite.Name, stubborn.Name} {
+			if _, ok := gone[a]; ok {
+				continue
+			}
+			ids, err := c.Containers(node[a])
+			if err != nil {
+				return err
+			}
+			if !contains(ids, container[a]) {
+				gone[a] = time.Since(removed)
+			}
+		}
+		if len(gone) < 2 {
+			return fmt.Errorf("containers gone so far: %v", gone)
+		}
+		return nil
+	})
+	t.Logf("after app rm: polite's container gone in %s, stubborn's in %s (stop_timeout 2s)",
+		gone[polite.Name].Round(10*time.Millisecond), gone[stubborn.Name].Round(10*time.Millisecond))
+	if gone[stubborn.Name] < 1500*time.Millisecond {
+		t.Errorf("a task ignoring SIGTERM was gone %s after app rm, before stop_timeout (2s)", gone[stubborn.Name])
+	}
+	if gone[polite.Name] >= gone[stubborn.Name] {
+		t.Errorf("a task that exits on SIGTERM took %s, no less than one that had to be killed (%s)",
+			gone[polite.Name], gone[stubborn.Name])
+	}
+}

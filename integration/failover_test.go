@@ -309,3 +309,96 @@ func onNode(st *cluster.AppStatus, node string) string {
 	}
 	return ""
 }
+
+// Point 1 and DESIGN: with every manager killed, workers keep their tasks
+// running; the whole control plane restarted on its data dirs keeps its
+// state and calls no task or worker down: the same tasks, in the same
+// processes, and the workers stay ready past the new leader's grace
+// period. It has a cluster of its own: a failure here must not leave the
+// shared cluster without workers.
+func TestAllManagersRestart(t *testing.T) {
+	t.Parallel()
+	c, err := cluster.Start(cluster.Config{
+		Binary:   binary,
+		Managers: 3,
+		Workers:  2,
+		Subnet:   restartSubnet,
+		Log:      harnessLog,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stopAll(c); err != nil {
+			t.Error(err)
+		}
+	})
+	onFailure(t, c)
+
+	app := cluster.WebApp{Name: "steady", Image: c.Image("v1"), Replicas: 2}
+	deployApp(t, c, app)
+	before := waitSettled(t, c, app.Name, 1, 60*time.Second)
+	pids := map[string]uint32{}
+	for _, task := range before.Live() {
+		p, err := c.TaskPIDs(task.Node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids[task.ID] = p[task.ID]
+	}
+
+	for _, m := range c.Managers() {
+		if err := c.Kill(m.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Without any manager, every task keeps answering, checked for 3s.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		if err := cluster.CheckAnswers(before, "v1"); err != nil {
+			t.Fatalf("with no manager up: %v", err)
+		}
+		time.Sleep(cluster.PollInterval)
+	}
+
+	for _, m := range c.Managers() {
+		if err := c.Restart(m.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader, err := c.WaitLeader(60 * time.Second)
+	if err != nil {
+		t.Fatalf("no leader after restarting every manager: %v", err)
+	}
+	elected := time.Now()
+	t.Logf("%s leads after the restart of every manager", leader)
+
+	// The workers stay ready, checked for 15s after the election: longer
+	// than the grace a new leader gives workers before it calls them down.
+	for time.Since(elected) < 15*time.Second {
+		nodes, err := c.Nodes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nodes {
+			if n.Role == "worker" && n.Status != "ready" {
+				t.Fatalf("worker %s is %s %s after the new leader was elected, though it never stopped",
+					n.Name, n.Status, time.Since(elected).Round(100*time.Millisecond))
+			}
+		}
+		time.Sleep(cluster.PollInterval)
+	}
+
+	after := waitSettled(t, c, app.Name, 1, 60*time.Second)
+	for _, task := range after.Live() {
+		p, err := c.TaskPIDs(task.Node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pids[task.ID] == 0 || p[task.ID] != pids[task.ID] {
+			t.Errorf("task %s on %s: pid %d before, %d after: replaced or restarted",
+				task.ID, task.Node, pids[task.ID], p[task.ID])
+		}
+	}
+	waitAnswers(t, c, app.Name, "v1", 10*time.Second)
+}

@@ -26,8 +26,9 @@ var shared *cluster.Cluster
 // Loopback subnets (127.0.N.x) of the clusters the tests start: not 0, so
 // that a demo or a hand-started cluster on 127.0.0.x does not collide.
 const (
-	sharedSubnet = 10
-	fiveSubnet   = 11
+	sharedSubnet  = 10
+	fiveSubnet    = 11
+	restartSubnet = 12
 )
 
 // binary is the hivemind binary built once for the whole run.
