@@ -83,6 +83,11 @@ func (a *applier) deployApp(cmd *pb.DeployAppCmd) error {
 	return a.upsertDeployment(d)
 }
 
+// removeApp deletes the app and its deployments; ErrAppNotFound if it is
+// missing. Each task of the app with desired "run" gets desired "stop",
+// stop_requested_at and the message "app removed"; tasks already asked
+// to stop keep their reason. The tasks stay until their workers report
+// them stopped and the leader deletes them with DeleteTasks.
 func (a *applier) removeApp(cmd *pb.RemoveAppCmd) error {
 	app := a.app(cmd.Name)
 	if app == nil {
@@ -102,7 +107,16 @@ func (a *applier) removeApp(cmd *pb.RemoveAppCmd) error {
 			return err
 		}
 	}
-	return a.failRunning(cmd.Name, "app removed", cmd.At)
+
+	// Deployments go with the app: a new app of the same name must not
+	// show the old one's rollout as its own.
+	for _, d := range all[*pb.Deployment](a.txn, tableDeployments, indexApp, cmd.Name) {
+		if err := a.txn.Delete(tableDeployments, d); err != nil {
+			return fmt.Errorf("app %q: delete deployment %q: %w",
+				cmd.Name, d.Id, err)
+		}
+	}
+	return nil
 }
 
 func (a *applier) scaleApp(cmd *pb.ScaleAppCmd) error {
@@ -126,6 +140,9 @@ func (a *applier) scaleApp(cmd *pb.ScaleAppCmd) error {
 	return a.insert(tableApps, app)
 }
 
+// plan inserts each task of create (an existing id is skipped), asks each
+// task of stop with desired "run" to stop, upserts the deployment when
+// its app exists, and moves the app's version pointers when set.
 func (a *applier) plan(cmd *pb.PlanCmd) error {
 	// Never place a task twice: an id that exists is skipped, so a plan
 	// replayed by a new leader is harmless.
@@ -153,8 +170,10 @@ func (a *applier) plan(cmd *pb.PlanCmd) error {
 		}
 	}
 
-	if cmd.Deployment != nil {
-		if err := a.upsertDeployment(cmd.Deployment); err != nil {
+	// A plan made before its app was removed must not bring the app's
+	// deployment back.
+	if d := cmd.Deployment; d != nil && a.app(d.App) != nil {
+		if err := a.upsertDeployment(d); err != nil {
 			return err
 		}
 	}

@@ -147,7 +147,7 @@ func TestApply(t *testing.T) {
 			wantErr: ErrInvalid,
 		},
 		{
-			name: "remove app stops tasks and fails deployment",
+			name: "remove app stops tasks and deletes deployments",
 			setup: []cmd{node("w1"), deploy(1, "d1"), plan(&pb.PlanCmd{
 				Create: []*pb.Task{task("t1", "web", "w1", 1),
 					task("t2", "web", "w1", 1), task("o1", "other", "w1", 1)},
@@ -171,10 +171,50 @@ func TestApply(t *testing.T) {
 				if o1 := s.Task("o1"); o1.Desired != pb.DesiredRun {
 					t.Errorf("task of another app stopped: %v", o1)
 				}
-				d := s.Deployment("d1")
-				if d.Status != pb.DeploymentFailed ||
-					d.Description != "app removed" {
-					t.Errorf("d1 = %v, want failed, app removed", d)
+				// A new app of the same name must not inherit them.
+				if ds := s.DeploymentsByApp("web"); len(ds) != 0 {
+					t.Errorf("deployments of web = %v, want none", ds)
+				}
+				if s.Deployment("d1") != nil {
+					t.Errorf("deployment d1 still exists")
+				}
+			},
+		},
+		{
+			name: "remove app keeps deployments of other apps",
+			setup: []cmd{deploy(1, "d1"), {DeployAppType, &pb.DeployAppCmd{
+				App: &pb.App{Name: "other", Version: 1},
+				Deployment: &pb.Deployment{Id: "o1", App: "other",
+					ToVersion: 1, Status: pb.DeploymentRunning},
+			}}},
+			cmd: cmd{RemoveAppType, &pb.RemoveAppCmd{Name: "web", At: 900}},
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				if d := s.Deployment("o1"); d == nil ||
+					d.Status != pb.DeploymentRunning {
+					t.Errorf("o1 = %v, want running", d)
+				}
+			},
+		},
+		{
+			name: "new app of a removed name starts without deployments",
+			setup: []cmd{deploy(1, "d1"), deploy(2, "d2"),
+				{RemoveAppType, &pb.RemoveAppCmd{Name: "web", At: 900}}},
+			cmd: deploy(1, ""),
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				if d := s.LatestDeployment("web"); d != nil {
+					t.Errorf("latest deployment = %v, want none", d)
+				}
+			},
+		},
+		{
+			name: "plan of a removed app does not bring its deployment back",
+			setup: []cmd{deploy(1, "d1"),
+				{RemoveAppType, &pb.RemoveAppCmd{Name: "web", At: 900}}},
+			cmd: plan(&pb.PlanCmd{Deployment: &pb.Deployment{Id: "d1",
+				App: "web", Status: pb.DeploymentRunning, Placed: 1}}),
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				if d := s.Deployment("d1"); d != nil {
+					t.Errorf("d1 = %v, want none: its app is gone", d)
 				}
 			},
 		},

@@ -26,6 +26,15 @@
 //     a fresh store from it and swaps it in as a whole, so readers see
 //     either the old state or the new one, never a mix.
 //
+// What each command does is written on its handler in apply.go. Two
+// rules there are easy to miss. RemoveApp deletes the app and all of its
+// deployments at once, so a new app of the same name starts with no
+// history; the app's tasks stay, marked desired "stop" with the message
+// "app removed", until their workers report them stopped and the leader
+// deletes them with DeleteTasks. A Plan whose deployment belongs to an
+// app that no longer exists leaves that deployment out, so a plan made
+// just before a RemoveApp cannot bring it back.
+//
 // Readers use State(): a Store whose Snapshot method gives a consistent
 // point-in-time view, and whose Changed channel is closed after each Apply
 // or Restore commits. Every object that a read returns is shared with the
