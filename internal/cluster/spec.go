@@ -15,9 +15,11 @@ type WebApp struct {
 	BatchSize       int    // default 1
 	MinHealthyTime  string // default "1s"
 	HealthyDeadline string // default "15s"
-	DrainTimeout    string // default "0s"
-	AutoRollback    bool
-	Env             map[string]string
+	// ProgressDeadline defaults to "1m".
+	ProgressDeadline string
+	DrainTimeout     string // default "0s"
+	AutoRollback     bool
+	Env              map[string]string
 }
 
 // YAML returns the spec as `hivemind app deploy -f` reads it.
@@ -29,6 +31,7 @@ func (a WebApp) YAML() string {
 	minHealthy := or(a.MinHealthyTime, "1s")
 	deadline := or(a.HealthyDeadline, "15s")
 	drain := or(a.DrainTimeout, "0s")
+	progress := or(a.ProgressDeadline, "1m")
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "name: %s\nimage: %s\nreplicas: %d\n", a.Name, a.Image, a.Replicas)
@@ -42,7 +45,7 @@ func (a WebApp) YAML() string {
 	b.WriteString("health:\n  http: {port: http, path: /healthz}\n")
 	b.WriteString("  interval: 500ms\n  timeout: 1s\n")
 	fmt.Fprintf(&b, "update:\n  batch_size: %d\n  min_healthy_time: %s\n", batch, minHealthy)
-	fmt.Fprintf(&b, "  healthy_deadline: %s\n  progress_deadline: 1m\n", deadline)
+	fmt.Fprintf(&b, "  healthy_deadline: %s\n  progress_deadline: %s\n", deadline, progress)
 	fmt.Fprintf(&b, "  auto_rollback: %t\n  drain_timeout: %s\n  stop_timeout: 2s\n",
 		a.AutoRollback, drain)
 	return b.String()
