@@ -135,15 +135,18 @@ func TestWorkerWrongToken(t *testing.T) {
 	}
 }
 
-// Point 1: five managers form one cluster the same way, and a whole
-// cluster killed and restarted on its data dirs keeps its state.
+// Point 1: five managers, started last to first a second apart, form one
+// cluster the same way, and a whole cluster killed and restarted on its
+// data dirs keeps its state.
 func TestFiveManagersRestartKeepState(t *testing.T) {
 	t.Parallel()
 	c, err := cluster.Start(cluster.Config{
-		Binary:   binary,
-		Managers: 5,
-		Subnet:   fiveSubnet,
-		Log:      harnessLog,
+		Binary:       binary,
+		Managers:     5,
+		Subnet:       fiveSubnet,
+		ReverseStart: true,
+		ManagerGap:   time.Second,
+		Log:          harnessLog,
 	})
 	if err != nil {
 		t.Fatal(err)

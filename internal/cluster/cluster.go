@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +45,11 @@ type Config struct {
 	// Timeout bounds each start-up wait (a leader, a worker ready).
 	// Default 60s.
 	Timeout time.Duration
+	// ManagerGap is the time between two managers' starts, and
+	// ReverseStart starts them last to first: managers may be started in
+	// any order. Default: all at once, first to last.
+	ManagerGap   time.Duration
+	ReverseStart bool
 	// ManagerArgs and WorkerArgs are appended to every start command.
 	ManagerArgs, WorkerArgs []string
 	// KeepDir leaves Dir in place after Stop, for a post-mortem.
@@ -173,7 +179,14 @@ func (c *Cluster) start() error {
 	if err := c.checkPortsFree(); err != nil {
 		return err
 	}
-	for _, m := range c.Managers() {
+	order := c.Managers()
+	if c.cfg.ReverseStart {
+		slices.Reverse(order)
+	}
+	for i, m := range order {
+		if i > 0 && c.cfg.ManagerGap > 0 {
+			time.Sleep(c.cfg.ManagerGap)
+		}
 		if err := c.startMember(m); err != nil {
 			return err
 		}
