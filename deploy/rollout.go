@@ -22,7 +22,8 @@ import (
 // task that fails, or turns unhealthy after it was healthy, fails the
 // deployment; so does a batch not healthy by batch_deadline or no progress
 // by progress_deadline. With auto_rollback the same deployment then
-// targets from_version; otherwise it ends failed. Tasks on down nodes are
+// targets from_version, keeping the failure in rollback_reason for its
+// final description; otherwise it ends failed. Tasks on down nodes are
 // replaced, never counted as failures.
 //
 // Every decision is derived from the store, so any leader may take the
@@ -127,6 +128,9 @@ func (e *Engine) rollout(snap *fsm.Snapshot, app *pb.App, d0 *pb.Deployment, now
 	case done && d.GetRollingBack():
 		d.Status = pb.DeploymentRolledBack
 		d.Description = fmt.Sprintf("rolled back to version %d", target)
+		if r := d.GetRollbackReason(); r != "" {
+			d.Description += " after: " + r
+		}
 	case done:
 		d.Status = pb.DeploymentSuccessful
 		d.Description = fmt.Sprintf("version %d is running", target)
@@ -149,6 +153,7 @@ func (e *Engine) fail(p *plan, d *pb.Deployment, pol policy, reason string) {
 	at := p.now.UnixNano()
 	if pol.autoRollback && !d.GetRollingBack() && d.GetFromVersion() != 0 {
 		d.RollingBack = true
+		d.RollbackReason = reason // the description changes; this stays
 		d.Description = "rolling back: " + reason
 		d.Placed, d.Healthy = 0, 0
 		d.BatchDeadline = at + int64(pol.healthyDeadline)

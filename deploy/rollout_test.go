@@ -133,8 +133,12 @@ func TestRolloutBrokenVersionRollsBack(t *testing.T) {
 		t.Errorf("rollback began %s after the deploy, want at the 10s healthy_deadline", took)
 	}
 	d := h.store().LatestDeployment("web")
-	if !strings.Contains(d.GetDescription(), "rolled back to version 1") {
-		t.Errorf("description %q", d.GetDescription())
+	const want = "rolled back to version 1 after: batch not healthy within 10s"
+	if d.GetDescription() != want {
+		t.Errorf("description %q, want %q", d.GetDescription(), want)
+	}
+	if d.GetRollbackReason() != "batch not healthy within 10s" {
+		t.Errorf("rollback_reason %q, want the failure", d.GetRollbackReason())
 	}
 	app := h.store().App("web")
 	if app.GetVersion() != 1 || app.GetStableVersion() != 1 {
@@ -191,6 +195,12 @@ func TestRolloutHealthyThenFailingRollsBack(t *testing.T) {
 	d := h.store().LatestDeployment("web")
 	if d.GetFailures() < 1 || !d.GetRollingBack() {
 		t.Errorf("failures %d rolling_back %v", d.GetFailures(), d.GetRollingBack())
+	}
+	const prefix = "rolled back to version 1 after: task "
+	if !strings.HasPrefix(d.GetDescription(), prefix) ||
+		!strings.Contains(d.GetDescription(), "turned unhealthy") {
+		t.Errorf("description %q, want %q... naming the unhealthy task",
+			d.GetDescription(), prefix)
 	}
 	if got := versionsOf(h.running("web")); got[1] != 4 || len(got) != 1 {
 		t.Errorf("running versions %v, want 4 of version 1", got)

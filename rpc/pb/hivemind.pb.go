@@ -966,8 +966,11 @@ type Deployment struct {
 	UpdatedAt        int64                  `protobuf:"varint,17,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	CreateIndex      uint64                 `protobuf:"varint,18,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex      uint64                 `protobuf:"varint,19,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Why the auto rollback began; set with rolling_back and kept after the
+	// deployment ends, so its final description can still say it.
+	RollbackReason string `protobuf:"bytes,20,opt,name=rollback_reason,json=rollbackReason,proto3" json:"rollback_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Deployment) Reset() {
@@ -1131,6 +1134,13 @@ func (x *Deployment) GetModifyIndex() uint64 {
 		return x.ModifyIndex
 	}
 	return 0
+}
+
+func (x *Deployment) GetRollbackReason() string {
+	if x != nil {
+		return x.RollbackReason
+	}
+	return ""
 }
 
 // ClusterMeta holds the cluster-wide singletons.
@@ -3324,7 +3334,7 @@ const file_hivemind_proto_rawDesc = "" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xe9\x04\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x92\x05\n" +
 	"\n" +
 	"Deployment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
@@ -3349,7 +3359,8 @@ const file_hivemind_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x11 \x01(\x03R\tupdatedAt\x12!\n" +
 	"\fcreate_index\x18\x12 \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x13 \x01(\x04R\vmodifyIndex\"t\n" +
+	"\fmodify_index\x18\x13 \x01(\x04R\vmodifyIndex\x12'\n" +
+	"\x0frollback_reason\x18\x14 \x01(\tR\x0erollbackReason\"t\n" +
 	"\vClusterMeta\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12!\n" +
