@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -235,6 +236,12 @@ func (d *demo) run() error {
 			fs := byTask[id]
 			d.say("      %d to task %s (states seen: %s), first: %s", len(fs), id,
 				strings.Join(events.states[id], " -> "), fs[0].err)
+		}
+		for _, id := range order {
+			if !slices.Contains(events.states[id], "draining") &&
+				!slices.Contains(events.states[id], "draining, healthy") {
+				d.say("    task %s was never seen draining before it stopped, though the spec sets drain_timeout: 2s", id)
+			}
 		}
 		d.say("    (this demo refreshes its list of healthy tasks from app status every 200ms and does not go through an ingress proxy)")
 	}
