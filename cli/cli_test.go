@@ -250,6 +250,19 @@ func TestTableOutput(t *testing.T) {
 		{Name: "web", Version: 2, Replicas: 2, Running: 2, Healthy: 1, Image: "reg/web:v2"},
 	}})
 
+	g.ok("GET /v1/apps/api", &pb.AppStatusResponse{
+		App: &pb.App{Name: "api", Version: 1, Versions: []*pb.AppVersion{
+			{Version: 1, Spec: &pb.AppSpec{Name: "api", Replicas: 1}}}},
+		Tasks: []*pb.Task{
+			{Id: "a1", App: "api", Version: 1, Node: "w1",
+				State: pb.TaskFailed, Message: "pull api:v1: not found"},
+			{Id: "a2", App: "api", Version: 1, Node: "w1",
+				State: pb.TaskStopped, ExitCode: 143},
+			{Id: "a3", App: "api", Version: 1, Node: "w2",
+				State: pb.TaskStopped},
+		},
+	})
+
 	tests := []struct {
 		name string
 		args []string
@@ -267,6 +280,21 @@ func TestTableOutput(t *testing.T) {
 				"TASK NODE VERSION STATE HEALTHY ADDRESSES MESSAGE",
 				"t1 w1 1 running true admin=127.0.0.2:20001,http=127.0.0.2:20000 -",
 				"t2 w2 2 failed (exit 3) false http=127.0.0.3:20000 exited with 3",
+			},
+		},
+		{
+			name: "app status shows only non-zero exit codes",
+			args: []string{"app", "status", "--addr", g.srv.URL, "api"},
+			want: []string{
+				"App: api",
+				"Version: 1",
+				"Replicas: 1",
+				"Deployment: -",
+				"",
+				"TASK NODE VERSION STATE HEALTHY ADDRESSES MESSAGE",
+				"a1 w1 1 failed false - pull api:v1: not found",
+				"a2 w1 1 stopped (exit 143) false - -",
+				"a3 w2 1 stopped false - -",
 			},
 		},
 		{

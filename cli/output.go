@@ -243,7 +243,10 @@ func printAppStatus(w io.Writer, s appStatusJSON) error {
 	rows := make([][]string, 0, len(s.Tasks))
 	for _, t := range s.Tasks {
 		state := t.State
-		if t.State == pb.TaskFailed || t.State == pb.TaskStopped {
+		// Exit 0 on a failed task means it never ran (a pull error,
+		// say): no exit code is worth showing then.
+		finished := t.State == pb.TaskFailed || t.State == pb.TaskStopped
+		if finished && t.ExitCode != 0 {
 			state = fmt.Sprintf("%s (exit %d)", t.State, t.ExitCode)
 		}
 		rows = append(rows, []string{

@@ -110,8 +110,9 @@ func TestReconcileReplacesFailedTaskAfterDelay(t *testing.T) {
 		h.clock.Advance(500 * time.Millisecond)
 	}
 	h.run(time.Second, 5, nil, func() error { return h.healthyCount("web") })
-	if tk := h.store().Task(victim); tk.GetDesired() != pb.DesiredStop || !strings.Contains(tk.GetMessage(), "failed") {
-		t.Errorf("victim desired %s message %q", tk.GetDesired(), tk.GetMessage())
+	// The worker's reason stays: the stop reason must not hide it.
+	if tk := h.store().Task(victim); tk.GetDesired() != pb.DesiredStop || tk.GetMessage() != "crashed" {
+		t.Errorf("victim desired %s message %q, want stop, %q", tk.GetDesired(), tk.GetMessage(), "crashed")
 	}
 }
 

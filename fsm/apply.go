@@ -85,8 +85,8 @@ func (a *applier) deployApp(cmd *pb.DeployAppCmd) error {
 
 // removeApp deletes the app and its deployments; ErrAppNotFound if it is
 // missing. Each task of the app with desired "run" gets desired "stop",
-// stop_requested_at and the message "app removed"; tasks already asked
-// to stop keep their reason. The tasks stay until their workers report
+// stop_requested_at and the message "app removed" (a failed task keeps
+// its worker's message); tasks already asked to stop keep their reason. The tasks stay until their workers report
 // them stopped and the leader deletes them with DeleteTasks.
 func (a *applier) removeApp(cmd *pb.RemoveAppCmd) error {
 	app := a.app(cmd.Name)
@@ -141,7 +141,8 @@ func (a *applier) scaleApp(cmd *pb.ScaleAppCmd) error {
 }
 
 // plan inserts each task of create (an existing id is skipped), asks each
-// task of stop with desired "run" to stop, upserts the deployment when
+// task of stop with desired "run" to stop (stop_reason becomes its
+// message unless it failed with a message of its own), upserts the deployment when
 // its app exists, and moves the app's version pointers when set.
 func (a *applier) plan(cmd *pb.PlanCmd) error {
 	// Never place a task twice: an id that exists is skipped, so a plan
@@ -269,12 +270,16 @@ func (a *applier) setMeta(cmd *pb.SetMetaCmd) error {
 		&metaEntry{Key: metaClusterMeta, Cluster: cmd.Meta})
 }
 
-// stopTask sets desired "stop" on a stored task.
+// stopTask sets desired "stop" on a stored task, with reason as its
+// message unless the task failed and its worker said why: that message
+// is what people need to see.
 func (a *applier) stopTask(old *pb.Task, reason string, at int64) error {
 	t := proto.CloneOf(old)
 	t.Desired = pb.DesiredStop
 	t.StopRequestedAt = at
-	t.Message = reason
+	if t.State != pb.TaskFailed || t.Message == "" {
+		t.Message = reason
+	}
 	t.ModifyIndex = a.index
 	return a.insert(tableTasks, t)
 }

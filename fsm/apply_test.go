@@ -308,6 +308,37 @@ func TestApply(t *testing.T) {
 			},
 		},
 		{
+			name: "plan stop keeps the message of a failed task",
+			setup: []cmd{
+				plan(&pb.PlanCmd{Create: []*pb.Task{
+					task("t1", "web", "w1", 1), task("t2", "web", "w1", 1),
+					task("t3", "web", "w1", 1)}}),
+				reports("w1", 300,
+					&pb.TaskReport{TaskId: "t1", State: pb.TaskFailed,
+						Message: "pull web:v1: not found"},
+					&pb.TaskReport{TaskId: "t2", State: pb.TaskRunning,
+						Message: "ok"},
+					&pb.TaskReport{TaskId: "t3", State: pb.TaskFailed}),
+			},
+			cmd: plan(&pb.PlanCmd{Stop: []string{"t1", "t2", "t3"},
+				StopReason: "failed in deployment d1", At: 70}),
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				tests := []struct{ id, want string }{
+					{"t1", "pull web:v1: not found"},  // its own failure
+					{"t2", "failed in deployment d1"}, // not failed
+					{"t3", "failed in deployment d1"}, // failed, said nothing
+				}
+				for _, tt := range tests {
+					got := s.Task(tt.id)
+					if got.Desired != pb.DesiredStop ||
+						got.StopRequestedAt != 70 || got.Message != tt.want {
+						t.Errorf("%s = %v, want stop at 70, message %q",
+							tt.id, got, tt.want)
+					}
+				}
+			},
+		},
+		{
 			name:    "plan moves the pointer of a missing app",
 			cmd:     plan(&pb.PlanCmd{App: "web", AppVersion: 1}),
 			wantErr: ErrAppNotFound,

@@ -26,8 +26,10 @@
 //     a fresh store from it and swaps it in as a whole, so readers see
 //     either the old state or the new one, never a mix.
 //
-// What each command does is written on its handler in apply.go. Two
-// rules there are easy to miss. RemoveApp deletes the app and all of its
+// What each command does is written on its handler in apply.go. Three
+// rules there are easy to miss. A task asked to stop (by Plan or
+// RemoveApp) gets the stop reason as its message, unless it failed and its
+// worker said why: that message stays. RemoveApp deletes the app and all of its
 // deployments at once, so a new app of the same name starts with no
 // history; the app's tasks stay, marked desired "stop" with the message
 // "app removed", until their workers report them stopped and the leader
