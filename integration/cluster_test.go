@@ -75,7 +75,8 @@ func TestJoinTokenPrintsOnlyToken(t *testing.T) {
 	}
 }
 
-// Point 3: joined workers show as ready in `node ls`, with their address.
+// Point 3: joined workers show as ready in `node ls`, with their address,
+// and so do the managers.
 func TestNodeList(t *testing.T) {
 	c := shared
 	onFailure(t, c)
@@ -88,13 +89,16 @@ func TestNodeList(t *testing.T) {
 	for _, n := range nodes {
 		byName[n.Name] = n
 	}
-	for _, w := range c.Workers() {
-		n, ok := byName[w.Name]
+	for _, m := range append(c.Managers(), c.Workers()...) {
+		if !c.Running(m.Name) {
+			continue // the refused worker of TestWorkerWrongToken
+		}
+		n, ok := byName[m.Name]
 		if !ok {
-			t.Errorf("worker %s missing from node ls: %+v", w.Name, nodes)
+			t.Errorf("%s %s missing from node ls: %+v", m.Role, m.Name, nodes)
 			continue
 		}
-		want := cluster.Node{Name: w.Name, Role: "worker", Address: w.IP, Status: "ready"}
+		want := cluster.Node{Name: m.Name, Role: m.Role, Address: m.IP, Status: "ready"}
 		if n != want {
 			t.Errorf("node ls: %+v, want %+v", n, want)
 		}
