@@ -110,6 +110,13 @@ func TestLeaderKillDuringRollout(t *testing.T) {
 	if err := c.KillManager(leader); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if !c.Running(leader) {
+			if err := c.Restart(leader); err != nil {
+				t.Error(err)
+			}
+		}
+	})
 	newLeader, err := c.WaitLeader(30 * time.Second)
 	if err != nil {
 		t.Fatalf("no new leader after killing %s: %v", leader, err)
