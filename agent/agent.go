@@ -116,10 +116,13 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// What runs now is recorded before anything else so that nothing is
 	// destroyed before the first assignment list says what should run.
-	existing, err := rt.List(ctx)
+	// Only this worker's own containers: another worker may share the
+	// namespace, and its containers are not ours to adopt or remove.
+	listed, err := rt.List(ctx)
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
+	existing := ownedContainers(listed, a.cfg.Name, a.log)
 
 	p, err := a.newPool(a.gossipConfig())
 	if err != nil {
@@ -139,6 +142,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		log:      a.log.Named("runner"),
 		rt:       rt,
 		rep:      rep,
+		node:     a.cfg.Name,
 		bindAddr: a.cfg.BindAddr,
 		logDir:   logDir,
 	}, existing)

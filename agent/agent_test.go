@@ -9,10 +9,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hivemind-orch/hivemind/agent/runtime"
 	"github.com/hivemind-orch/hivemind/gossip"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
@@ -71,6 +75,7 @@ func TestStartTaskEnv(t *testing.T) {
 	}
 	wantLabels := map[string]string{
 		LabelTaskID: "t1", LabelApp: "web", LabelVersion: "3",
+		LabelNode: "w1",
 	}
 	for k, v := range wantLabels {
 		if spec.Labels[k] != v {
@@ -226,6 +231,84 @@ func TestRestartReconciliation(t *testing.T) {
 	// An adopted container's exit is noticed.
 	rt.exit("run-ok", 1)
 	waitFor(t, wait, h.mgr.hasReport("run-ok", pb.TaskFailed, false))
+}
+
+func TestRestartLeavesOtherNodesContainers(t *testing.T) {
+	// Two workers share one containerd namespace; this one is w1.
+	rt := newFakeRuntime()
+	rt.add("mine", true, 0) // not assigned: stopped and removed
+	rt.addLabelled("theirs", map[string]string{
+		LabelTaskID: "theirs", LabelNode: "w2"}, true, 0)
+	rt.addLabelled("unlabelled", map[string]string{
+		LabelTaskID: "unlabelled"}, true, 0)
+	h := startAgent(t, "secret", rt)
+
+	h.mgr.assign()
+	waitFor(t, wait, func() error {
+		if !rt.called("remove mine") {
+			return fmt.Errorf("own orphan not removed; calls %v",
+				rt.callList())
+		}
+		return nil
+	})
+
+	// Its own removal is done; nothing else may have been touched.
+	for _, c := range rt.callList() {
+		if strings.Contains(c, "theirs") || strings.Contains(c, "unlabelled") {
+			t.Errorf("call %q on a container this worker does not own", c)
+		}
+	}
+	for _, id := range []string{"theirs", "unlabelled"} {
+		if r := h.mgr.report(id); r != nil {
+			t.Errorf("reported a container it does not own: %v", r)
+		}
+	}
+}
+
+func TestOwnedContainers(t *testing.T) {
+	ctr := func(id, node string) runtime.Container {
+		labels := map[string]string{LabelTaskID: id}
+		if node != "" {
+			labels[LabelNode] = node
+		}
+		return runtime.Container{ID: id, Labels: labels}
+	}
+	tests := []struct {
+		name string
+		in   []runtime.Container
+		want []string
+		warn bool
+	}{
+		{name: "none", in: nil, want: nil},
+		{name: "own and others", in: []runtime.Container{
+			ctr("a", "w1"), ctr("b", "w2"), ctr("c", "w1")},
+			want: []string{"a", "c"}},
+		{name: "unlabelled left alone with a warning", in: []runtime.Container{
+			ctr("a", "w1"), ctr("old", "")},
+			want: []string{"a"}, warn: true},
+		{name: "empty label is not ours", in: []runtime.Container{
+			{ID: "x", Labels: map[string]string{LabelNode: ""}}},
+			want: nil, warn: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf strings.Builder
+			log := hclog.New(&hclog.LoggerOptions{Output: &buf,
+				Level: hclog.Warn})
+			got := ownedContainers(tt.in, "w1", log)
+			var ids []string
+			for _, c := range got {
+				ids = append(ids, c.ID)
+			}
+			if !slices.Equal(ids, tt.want) {
+				t.Errorf("owned = %v, want %v", ids, tt.want)
+			}
+			warnings := strings.Count(buf.String(), "[WARN]")
+			if want := map[bool]int{false: 0, true: 1}[tt.warn]; warnings != want {
+				t.Errorf("%d warnings, want %d: %q", warnings, want, buf.String())
+			}
+		})
+	}
 }
 
 func TestHealthChecks(t *testing.T) {

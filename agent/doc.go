@@ -3,7 +3,11 @@
 // containers through agent/runtime, checks their health and reports their
 // state back.
 //
-// The agent owns the containers of its node and nothing else. It never
+// The agent owns the containers of its node and nothing else: those it
+// started carry the label hivemind.node=<worker name>, and a container
+// without this worker's name (another worker sharing the containerd
+// namespace, or one from before the label existed) is never adopted,
+// stopped or removed. It never
 // decides where a task runs, never restarts a task that failed (the leader
 // places a replacement) and never stops a running container because the
 // managers cannot be reached: while no manager answers, every container keeps

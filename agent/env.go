@@ -7,20 +7,25 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/hivemind-orch/hivemind/agent/runtime"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
-// Labels put on every task container.
+// Labels put on every task container. LabelNode names the worker that
+// started it: workers may share a containerd namespace, and each touches
+// only the containers carrying its own name.
 const (
 	LabelTaskID  = "hivemind.task-id"
 	LabelApp     = "hivemind.app"
 	LabelVersion = "hivemind.version"
+	LabelNode    = "hivemind.node"
 )
 
-// containerSpec is the runtime spec of task t. The container ID is the
-// task ID; logs go to logDir/<id>.log.
-func containerSpec(t *pb.Task, bindAddr, logDir string) runtime.Spec {
+// containerSpec is the runtime spec of task t run by the worker called
+// node. The container ID is the task ID; logs go to logDir/<id>.log.
+func containerSpec(t *pb.Task, node, bindAddr, logDir string) runtime.Spec {
 	version := strconv.FormatUint(t.GetVersion(), 10)
 	return runtime.Spec{
 		ID:    t.GetId(),
@@ -31,6 +36,7 @@ func containerSpec(t *pb.Task, bindAddr, logDir string) runtime.Spec {
 			LabelTaskID:  t.GetId(),
 			LabelApp:     t.GetApp(),
 			LabelVersion: version,
+			LabelNode:    node,
 		},
 		LogPath: filepath.Join(logDir, t.GetId()+".log"),
 	}
@@ -78,4 +84,35 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// ownedContainers returns the containers of cs labelled as started by the
+// worker called node; the others belong to another worker sharing the
+// namespace and are never touched. Containers with no node label (started
+// by an agent that did not set one) are left alone too, with one warning
+// naming them, since no worker can tell whose they are.
+// TODO: an unlabelled container whose task is assigned here makes its
+// start fail with runtime.ErrExists; adopt it when the first assignment
+// list names it, which needs that list before this filter runs.
+func ownedContainers(cs []runtime.Container, node string,
+	log hclog.Logger) []runtime.Container {
+	var owned []runtime.Container
+	var unlabelled []string
+	for _, c := range cs {
+		switch owner := c.Labels[LabelNode]; owner {
+		case node:
+			owned = append(owned, c)
+		case "":
+			unlabelled = append(unlabelled, c.ID)
+		default:
+			log.Debug("leaving the container of another worker",
+				"task_id", c.ID, "owner", owner)
+		}
+	}
+	if len(unlabelled) > 0 {
+		log.Warn("leaving alone containers without the "+LabelNode+
+			" label; remove them by hand if no worker runs them",
+			"count", len(unlabelled), "ids", unlabelled)
+	}
+	return owned
 }

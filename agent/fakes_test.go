@@ -175,12 +175,20 @@ func (f *fakeRuntime) Watch(_ context.Context, id string) error {
 
 func (f *fakeRuntime) Close() error { return nil }
 
-// add puts a container in place as if an earlier agent had started it.
+// add puts a container in place as if an earlier agent of node w1 had
+// started it.
 func (f *fakeRuntime) add(id string, running bool, code int) {
+	f.addLabelled(id, map[string]string{LabelTaskID: id, LabelNode: "w1"},
+		running, code)
+}
+
+// addLabelled puts a container with the given labels in place.
+func (f *fakeRuntime) addLabelled(id string, labels map[string]string,
+	running bool, code int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.containers[id] = &fakeContainer{
-		spec:    runtime.Spec{ID: id, Labels: map[string]string{LabelTaskID: id}},
+		spec:    runtime.Spec{ID: id, Labels: labels},
 		running: running, code: code,
 	}
 }

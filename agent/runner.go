@@ -85,6 +85,7 @@ type runnerConfig struct {
 	log      hclog.Logger
 	rt       runtime.Runtime
 	rep      *reporter
+	node     string // this worker's name, put on its containers
 	bindAddr string
 	logDir   string
 }
@@ -290,7 +291,7 @@ func (r *runner) startOrRecover(st *taskState) {
 // start pulls the image and starts the task's container.
 func (r *runner) start(st *taskState) {
 	t := st.task
-	spec := containerSpec(t, r.bindAddr, r.logDir)
+	spec := containerSpec(t, r.node, r.bindAddr, r.logDir)
 	r.set(st, pb.TaskPending, "")
 	r.spawn(st, opStart, func(ctx context.Context) opResult {
 		if err := r.rt.Pull(ctx, spec.Image); err != nil {
