@@ -28,8 +28,15 @@ func (c *Cluster) LogPaths() []string {
 func (c *Cluster) Tails(n int) string {
 	var b strings.Builder
 	for _, p := range c.LogPaths() {
-		fmt.Fprintf(&b, "----- %s (last %d lines)\n", p, n)
-		b.WriteString(Tail(p, n))
+		if strings.HasSuffix(p, "containerd.log") {
+			// containerd logs every plugin it loads and every shim it
+			// starts at info; only its warnings and errors tell.
+			fmt.Fprintf(&b, "----- %s (last %d warnings and errors)\n", p, n)
+			b.WriteString(tailMatching(p, n, "level=warning", "level=error"))
+		} else {
+			fmt.Fprintf(&b, "----- %s (last %d lines)\n", p, n)
+			b.WriteString(Tail(p, n))
+		}
 		b.WriteString("\n")
 	}
 	return b.String()
@@ -66,4 +73,25 @@ func (c *Cluster) Grep(name, s string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// tailMatching is Tail of the lines that contain one of subs.
+func tailMatching(path string, n int, subs ...string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, s := range subs {
+			if strings.Contains(l, s) {
+				lines = append(lines, l)
+				break
+			}
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
