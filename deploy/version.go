@@ -162,6 +162,18 @@ func latestVersion(app *pb.App) uint64 {
 	return v
 }
 
+// OfCurrentVersion reports whether task t runs the app's current version:
+// it carries that version number, or a spec that differs from the
+// current one in replicas at most (a replicas-only version keeps the
+// tasks of the version before it).
+func OfCurrentVersion(app *pb.App, t *pb.Task) bool {
+	if t.GetVersion() == app.GetVersion() {
+		return true
+	}
+	cur := fsm.SpecOf(app, app.GetVersion())
+	return cur != nil && t.GetSpec() != nil && sameTasks(t.GetSpec(), cur)
+}
+
 // sameTasks reports whether tasks of spec a may serve spec b unchanged:
 // the specs are equal but for replicas.
 func sameTasks(a, b *pb.AppSpec) bool {

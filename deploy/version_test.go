@@ -149,3 +149,26 @@ func TestRollback(t *testing.T) {
 		})
 	}
 }
+
+func TestOfCurrentVersion(t *testing.T) {
+	// Version 3 differs from version 2 only in replicas.
+	app := appWith(3, 1, "v1", "v2", "v2")
+	tests := []struct {
+		name string
+		task *pb.Task
+		want bool
+	}{
+		{"current number", &pb.Task{Version: 3}, true},
+		{"replicas-only predecessor", &pb.Task{Version: 2,
+			Spec: fsm.SpecOf(app, 2)}, true},
+		{"older tasks", &pb.Task{Version: 1, Spec: fsm.SpecOf(app, 1)}, false},
+		{"no spec", &pb.Task{Version: 2}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := OfCurrentVersion(app, tt.task); got != tt.want {
+				t.Errorf("OfCurrentVersion = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -108,6 +108,9 @@ func (c *controlServer) ListApps(ctx context.Context,
 	return resp, nil
 }
 
+// summarise counts as running the tasks desired to run that run on a node
+// that is not down, and as healthy those of them of the current version
+// that are healthy, so that HEALTHY never counts a rollout's old tasks.
 func summarise(snap *fsm.Snapshot, app *pb.App) *pb.AppSummary {
 	cur := fsm.SpecOf(app, app.GetVersion())
 	sum := &pb.AppSummary{
@@ -116,12 +119,14 @@ func summarise(snap *fsm.Snapshot, app *pb.App) *pb.AppSummary {
 		Replicas: cur.GetReplicas(),
 		Image:    cur.GetImage(),
 	}
+	down := downNodes(snap)
 	for _, t := range snap.TasksByApp(app.GetName()) {
-		if t.GetState() != pb.TaskRunning || t.GetDesired() != pb.DesiredRun {
+		if t.GetState() != pb.TaskRunning || t.GetDesired() != pb.DesiredRun ||
+			down[t.GetNode()] {
 			continue
 		}
 		sum.Running++
-		if t.GetHealthy() {
+		if t.GetHealthy() && deploy.OfCurrentVersion(app, t) {
 			sum.Healthy++
 		}
 	}
@@ -132,7 +137,8 @@ func summarise(snap *fsm.Snapshot, app *pb.App) *pb.AppSummary {
 }
 
 // AppStatus returns an app, its tasks that are not stopped, and its
-// latest deployment.
+// latest deployment. A task that has not finished on a node that is down
+// is shown in state "lost" and unhealthy: its last report is stale.
 func (c *controlServer) AppStatus(ctx context.Context,
 	req *pb.AppStatusRequest) (*pb.AppStatusResponse, error) {
 
@@ -145,12 +151,30 @@ func (c *controlServer) AppStatus(ctx context.Context,
 		App:        app,
 		Deployment: snap.LatestDeployment(app.GetName()),
 	}
+	down := downNodes(snap)
 	for _, t := range snap.TasksByApp(app.GetName()) {
-		if t.GetState() != pb.TaskStopped {
-			resp.Tasks = append(resp.Tasks, t)
+		switch {
+		case t.GetState() == pb.TaskStopped:
+			continue
+		case down[t.GetNode()] && t.GetState() != pb.TaskFailed:
+			t = proto.Clone(t).(*pb.Task) // stored objects are shared
+			t.State = pb.TaskLost
+			t.Healthy = false
 		}
+		resp.Tasks = append(resp.Tasks, t)
 	}
 	return resp, nil
+}
+
+// downNodes returns the names of the nodes whose status is down.
+func downNodes(snap *fsm.Snapshot) map[string]bool {
+	down := make(map[string]bool)
+	for _, n := range snap.Nodes() {
+		if n.GetStatus() == pb.NodeDown {
+			down[n.GetName()] = true
+		}
+	}
+	return down
 }
 
 // ScaleApp sets the replicas of the app's current version.

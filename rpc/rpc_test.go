@@ -414,6 +414,88 @@ func TestAppReads(t *testing.T) {
 	})
 }
 
+func TestAppReadsLostTasksAndRollout(t *testing.T) {
+	m := startManager(t, "m1", true)
+	for _, n := range []*pb.Node{
+		{Name: "w1", Role: pb.RoleWorker, Status: pb.NodeReady},
+		{Name: "w2", Role: pb.RoleWorker, Status: pb.NodeDown},
+	} {
+		m.raft.mustApply(t, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: n})
+	}
+	v1, v2 := webSpec(), webSpec()
+	v2.Image = "registry.local/web:v2"
+	v3 := proto.Clone(v2).(*pb.AppSpec)
+	v3.Replicas = 3 // replicas only: version 3 keeps version 2's tasks
+	for _, sp := range []*pb.AppSpec{v1, v2, v3} {
+		if _, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: sp}); err != nil {
+			t.Fatalf("deploy: %v", err)
+		}
+	}
+	// Tasks carry the stored spec of their version, defaults applied.
+	app := m.raft.fsm.State().App("web")
+	v1, v2 = fsm.SpecOf(app, 1), fsm.SpecOf(app, 2)
+	task := func(id string, version uint64, sp *pb.AppSpec, node, state string,
+		healthy bool) *pb.Task {
+		return &pb.Task{Id: id, App: "web", Version: version, Spec: sp,
+			Node: node, Desired: pb.DesiredRun, State: state, Healthy: healthy}
+	}
+	m.raft.mustApply(t, fsm.PlanType, &pb.PlanCmd{Create: []*pb.Task{
+		task("old-ok", 1, v1, "w1", pb.TaskRunning, true),
+		task("old-lost", 1, v1, "w2", pb.TaskRunning, true),
+		task("new-ok", 2, v2, "w1", pb.TaskRunning, true),
+		task("new-sick", 2, v2, "w1", pb.TaskRunning, false),
+		task("new-lost", 2, v2, "w2", pb.TaskStarting, false),
+		task("new-failed", 2, v2, "w2", pb.TaskFailed, false),
+	}})
+
+	t.Run("status shows tasks on a down node as lost", func(t *testing.T) {
+		resp, err := m.ctl.AppStatus(ctxT(t), &pb.AppStatusRequest{Name: "web"})
+		if err != nil {
+			t.Fatalf("app status: %v", err)
+		}
+		want := map[string]struct {
+			state   string
+			healthy bool
+		}{
+			"old-ok":     {pb.TaskRunning, true},
+			"old-lost":   {pb.TaskLost, false},
+			"new-ok":     {pb.TaskRunning, true},
+			"new-sick":   {pb.TaskRunning, false},
+			"new-lost":   {pb.TaskLost, false},
+			"new-failed": {pb.TaskFailed, false},
+		}
+		if len(resp.Tasks) != len(want) {
+			t.Fatalf("got %d tasks, want %d", len(resp.Tasks), len(want))
+		}
+		for _, tk := range resp.Tasks {
+			w := want[tk.Id]
+			if tk.State != w.state || tk.Healthy != w.healthy {
+				t.Errorf("%s: state %q healthy %v, want %q %v",
+					tk.Id, tk.State, tk.Healthy, w.state, w.healthy)
+			}
+		}
+		if st := m.raft.fsm.State().Task("old-lost"); st.State != pb.TaskRunning {
+			t.Errorf("stored task changed to %q: status must not write", st.State)
+		}
+	})
+
+	t.Run("list counts live tasks and healthy ones of the current version", func(t *testing.T) {
+		resp, err := m.ctl.ListApps(ctxT(t), &pb.ListAppsRequest{})
+		if err != nil {
+			t.Fatalf("list apps: %v", err)
+		}
+		if len(resp.Apps) != 1 {
+			t.Fatalf("got %d apps, want 1", len(resp.Apps))
+		}
+		// Running: old-ok, new-ok, new-sick. Healthy: new-ok only.
+		if got := resp.Apps[0]; got.Version != 3 || got.Running != 3 ||
+			got.Healthy != 1 {
+			t.Errorf("got version %d running %d healthy %d, want 3 3 1",
+				got.Version, got.Running, got.Healthy)
+		}
+	})
+}
+
 func TestAppWrites(t *testing.T) {
 	m := startManager(t, "m1", true)
 	if _, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()}); err != nil {

@@ -757,7 +757,7 @@ type Task struct {
 	Address         string                 `protobuf:"bytes,6,opt,name=address,proto3" json:"address,omitempty"`                                                                        // the node's IP
 	Ports           map[string]int32       `protobuf:"bytes,7,rep,name=ports,proto3" json:"ports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // port name -> host port
 	Desired         string                 `protobuf:"bytes,8,opt,name=desired,proto3" json:"desired,omitempty"`                                                                        // "run" or "stop"
-	State           string                 `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`                                                                            // "pending", "starting", "running", "stopping", "stopped", "failed"
+	State           string                 `protobuf:"bytes,9,opt,name=state,proto3" json:"state,omitempty"`                                                                            // "pending", "starting", "running", "stopping", "stopped", "failed"; AppStatus shows "lost" on a down node
 	Healthy         bool                   `protobuf:"varint,10,opt,name=healthy,proto3" json:"healthy,omitempty"`
 	HealthySince    int64                  `protobuf:"varint,11,opt,name=healthy_since,json=healthySince,proto3" json:"healthy_since,omitempty"` // leader time of the report that made it healthy; 0 when not healthy
 	EverHealthy     bool                   `protobuf:"varint,12,opt,name=ever_healthy,json=everHealthy,proto3" json:"ever_healthy,omitempty"`
@@ -2321,6 +2321,12 @@ func (*ListAppsRequest) Descriptor() ([]byte, []int) {
 	return file_hivemind_proto_rawDescGZIP(), []int{31}
 }
 
+// AppSummary is one line of `app ls`. running counts the app's tasks with
+// desired "run" in state "running" on a node that is not down, of any
+// version; healthy counts those of them that run the app's current version
+// (its number, or a spec differing only in replicas) and are healthy, so
+// during a rollout healthy never counts the old version's tasks and never
+// exceeds replicas because of them.
 type AppSummary struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`

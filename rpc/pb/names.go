@@ -33,6 +33,10 @@ const (
 	TaskStopping = "stopping"
 	TaskStopped  = "stopped"
 	TaskFailed   = "failed"
+
+	// TaskLost is never stored: AppStatus shows it for a task whose node
+	// is down, since its worker cannot say what became of it.
+	TaskLost = "lost"
 )
 
 // Deployment statuses.
