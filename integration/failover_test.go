@@ -101,6 +101,7 @@ func TestLeaderKillDuringRollout(t *testing.T) {
 	watch := watchRollout(c, app.Name)
 	deploy(t, c, app.YAML())
 	before := firstHealthy(t, c, app.Name, 2)
+	pidsBefore := taskPIDs(t, c, app.Name, before)
 
 	leader, err := c.Leader()
 	if err != nil {
@@ -144,6 +145,12 @@ func TestLeaderKillDuringRollout(t *testing.T) {
 	for _, id := range before {
 		if !final[id] {
 			t.Errorf("v2 task %s, healthy before the kill, is gone: restarted or replaced (final %v)", id, st.Live())
+		}
+	}
+	pidsAfter := taskPIDs(t, c, app.Name, before)
+	for _, id := range before {
+		if pidsBefore[id] != pidsAfter[id] {
+			t.Errorf("v2 task %s ran as pid %d before the kill, %d after: restarted", id, pidsBefore[id], pidsAfter[id])
 		}
 	}
 	if n := len(seen[2]); n != app.Replicas {
@@ -305,6 +312,32 @@ func TestWorkerRestartReconciles(t *testing.T) {
 			kept, before[kept], after[kept])
 	}
 	waitAnswers(t, c, keep.Name, "v1", 10*time.Second)
+}
+
+// taskPIDs returns the host PID of each task of ids of app, from its
+// worker's containerd (0 for a task without a running container).
+func taskPIDs(t *testing.T, c *cluster.Cluster, app string, ids []string) map[string]uint32 {
+	t.Helper()
+	st, err := c.AppStatus(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	out := map[string]uint32{}
+	for _, task := range st.Live() {
+		if !want[task.ID] {
+			continue
+		}
+		pids, err := c.TaskPIDs(task.Node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[task.ID] = pids[task.ID]
+	}
+	return out
 }
 
 // onNode returns the ID of a live task of st on node, "" if none.
