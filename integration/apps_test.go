@@ -457,3 +457,53 @@ func TestStopSignalThenKill(t *testing.T) {
 			gone[polite.Name], gone[stubborn.Name])
 	}
 }
+
+// Point 4: the TCP health check. v3 fails GET /healthz but listens, so
+// under a TCP check its tasks are healthy; under the HTTP check (see
+// TestAutoRollback) they never are.
+func TestTCPHealthCheck(t *testing.T) {
+	t.Parallel()
+	c := shared
+	onFailure(t, c)
+
+	app := cluster.WebApp{Name: "tcp-check", Image: c.Image("v3"), Replicas: 2, TCPCheck: true}
+	deployApp(t, c, app)
+	waitSettled(t, c, app.Name, 1, 60*time.Second)
+	waitAnswers(t, c, app.Name, "v3", 10*time.Second)
+}
+
+// Point 5: batch_size 2 replaces two tasks at a time, never more.
+func TestRollingBatchOfTwo(t *testing.T) {
+	t.Parallel()
+	c := shared
+	onFailure(t, c)
+
+	app := cluster.WebApp{Name: "batch2", Image: c.Image("v1"), Replicas: 4, BatchSize: 2}
+	deployApp(t, c, app)
+	waitSettled(t, c, app.Name, 1, 60*time.Second)
+
+	app.Image = c.Image("v2")
+	deploy(t, c, app.YAML())
+	worst := 0
+	wait(t, 60*time.Second, "rollout of batch2 to version 2", func() error {
+		st, err := c.AppStatus(app.Name)
+		if err != nil {
+			return err
+		}
+		unproven := 0
+		for _, task := range tasksOf(st, 2) {
+			if !task.Healthy || task.State != "running" {
+				unproven++
+			}
+		}
+		worst = max(worst, unproven)
+		return st.Settled(2)
+	})
+	if worst > 2 {
+		t.Errorf("saw %d v2 tasks not yet healthy at once, batch_size is 2", worst)
+	}
+	if worst == 0 {
+		t.Logf("never caught a v2 task before it was healthy")
+	}
+	waitAnswers(t, c, app.Name, "v2", 10*time.Second)
+}

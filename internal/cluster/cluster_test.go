@@ -19,6 +19,7 @@ func TestWebAppYAMLLoads(t *testing.T) {
 		{"everything", WebApp{Name: "web", Image: "127.0.0.1:5000/web:v2", Replicas: 1,
 			BatchSize: 2, MinHealthyTime: "2s", HealthyDeadline: "8s", ProgressDeadline: "2m",
 			DrainTimeout: "1s", AutoRollback: true, Env: map[string]string{"MODE": "unhealthy"}}},
+		{"tcp check", WebApp{Name: "web", Image: "127.0.0.1:5000/web:v3", Replicas: 1, TCPCheck: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := spec.Load([]byte(tc.app.YAML()))

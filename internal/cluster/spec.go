@@ -19,7 +19,10 @@ type WebApp struct {
 	ProgressDeadline string
 	DrainTimeout     string // default "0s"
 	AutoRollback     bool
-	Env              map[string]string
+	// TCPCheck makes the health check a TCP connect to the port instead
+	// of GET /healthz.
+	TCPCheck bool
+	Env      map[string]string
 }
 
 // YAML returns the spec as `hivemind app deploy -f` reads it.
@@ -42,7 +45,11 @@ func (a WebApp) YAML() string {
 		}
 	}
 	b.WriteString("ports:\n  - name: http\n    protocol: http\n")
-	b.WriteString("health:\n  http: {port: http, path: /healthz}\n")
+	if a.TCPCheck {
+		b.WriteString("health:\n  tcp: {port: http}\n")
+	} else {
+		b.WriteString("health:\n  http: {port: http, path: /healthz}\n")
+	}
 	b.WriteString("  interval: 500ms\n  timeout: 1s\n")
 	fmt.Fprintf(&b, "update:\n  batch_size: %d\n  min_healthy_time: %s\n", batch, minHealthy)
 	fmt.Fprintf(&b, "  healthy_deadline: %s\n  progress_deadline: %s\n", deadline, progress)
