@@ -86,15 +86,18 @@ type Config struct {
 	SnapshotStore raft.SnapshotStore
 }
 
-// DefaultConfig returns the timings for managers on one LAN, tuned so
-// that a new leader is usually elected within about a second of the
-// old one dying. Name, DataDir, BindAddr and FSM must still be set.
+// DefaultConfig returns the timings for managers on one LAN. A follower
+// starts an election after 1 to 2 HeartbeatTimeouts without contact, and
+// an election on a LAN takes tens of milliseconds, so 300ms puts a new
+// leader within about 650ms of the old one dying (bench/RESULTS.md has
+// the measured figures). Name, DataDir, BindAddr and FSM must still be
+// set.
 func DefaultConfig() Config {
 	return Config{
 		RaftPort:           DefaultRaftPort,
-		HeartbeatTimeout:   500 * time.Millisecond,
-		ElectionTimeout:    500 * time.Millisecond,
-		LeaderLeaseTimeout: 250 * time.Millisecond,
+		HeartbeatTimeout:   300 * time.Millisecond,
+		ElectionTimeout:    300 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond,
 		CommitTimeout:      20 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   30 * time.Second,
