@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -42,6 +43,7 @@ const leaveTimeout = 5 * time.Second
 // pool is the part of the gossip pool the agent uses; tests replace it.
 type pool interface {
 	RetryJoin(ctx context.Context, addrs []string)
+	Join(addrs []string) (int, error)
 	Members() []gossip.Member
 	Changed() <-chan struct{}
 	Leave(timeout time.Duration) error
@@ -56,6 +58,9 @@ type Agent struct {
 
 	// newPool creates the gossip pool; tests swap in a fake.
 	newPool func(gossip.Config) (pool, error)
+
+	// rejoin asks rejoinManagers for a gossip join now (capacity 1).
+	rejoin chan struct{}
 
 	running atomic.Bool
 }
@@ -80,9 +85,10 @@ func New(cfg Config) (*Agent, error) {
 	}
 
 	a := &Agent{
-		cfg:  cfg,
-		log:  cfg.Logger.Named("agent").With("node", cfg.Name),
-		mgrs: newManagers(join, dialOptions()),
+		cfg:    cfg,
+		log:    cfg.Logger.Named("agent").With("node", cfg.Name),
+		mgrs:   newManagers(join, dialOptions()),
+		rejoin: make(chan struct{}, 1),
 	}
 	a.newPool = func(c gossip.Config) (pool, error) {
 		return gossip.New(c)
@@ -158,8 +164,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.mgrs.set(rpcAddrs(resp.GetManagers()))
 
-	goTracked(&wg, func() { p.RetryJoin(runCtx, a.gossipJoin(resp)) })
+	seeds := a.gossipJoin(resp)
+	goTracked(&wg, func() { p.RetryJoin(runCtx, seeds) })
 	goTracked(&wg, func() { a.followManagers(runCtx, p) })
+	goTracked(&wg, func() { a.rejoinManagers(runCtx, p, seeds) })
 	goTracked(&wg, func() { rep.run(runCtx) })
 	goTracked(&wg, func() { a.watch(runCtx, assign) })
 
@@ -314,6 +322,106 @@ func (a *Agent) followManagers(ctx context.Context, p pool) {
 		case <-changed:
 		}
 	}
+}
+
+// rejoinManagers joins the managers' gossip addresses again while the
+// pool has seen no alive manager for rejoinAfter, every probe interval
+// until one is back, and whenever requestRejoin asks.
+//
+// Without it, a worker whose managers were all restarted stays in a
+// pool of its own: the restarted managers join only each other, and the
+// worker's pool neither contacts a node it has declared dead nor tells a
+// restarted one that still answers its old name's pings about itself, so
+// the new leader would mark this worker down. seeds are the addresses
+// from Register; the last known address of every manager seen is added.
+func (a *Agent) rejoinManagers(ctx context.Context, p pool, seeds []string) {
+	t := time.NewTicker(rejoinCheck)
+	defer t.Stop()
+
+	var noneSince time.Time // zero while a manager is alive
+	warned := false         // once per episode without one
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.rejoin:
+			addrs, _ := managerGossipAddrs(p.Members(), seeds)
+			a.log.Info("manager reachable again, rejoining gossip",
+				"addrs", addrs)
+			a.join(p, addrs)
+			continue
+		case <-t.C:
+		}
+
+		addrs, alive := managerGossipAddrs(p.Members(), seeds)
+		switch {
+		case alive:
+			if warned {
+				a.log.Info("manager alive in gossip again")
+			}
+			noneSince, warned = time.Time{}, false
+			continue
+		case noneSince.IsZero():
+			noneSince = time.Now()
+			continue
+		case time.Since(noneSince) < rejoinAfter:
+			continue
+		}
+		if !warned {
+			a.log.Warn("no alive manager in gossip, rejoining",
+				"addrs", addrs)
+			warned = true
+		}
+		a.join(p, addrs)
+	}
+}
+
+// requestRejoin asks rejoinManagers to join the managers' gossip now. The
+// watcher calls it when an assignment stream opens after one broke: the
+// managers may have restarted with pools that do not know this worker.
+func (a *Agent) requestRejoin() {
+	select {
+	case a.rejoin <- struct{}{}:
+	default: // one is already pending
+	}
+}
+
+// join joins addrs. A failure is expected while the managers are down,
+// and the caller has already said why it joins.
+//
+// TODO: memberlist bounds each unreachable address by its TCP timeout
+// (10s), which can delay shutdown; a join that takes a context would not.
+func (a *Agent) join(p pool, addrs []string) {
+	if _, err := p.Join(addrs); err != nil {
+		a.log.Debug("gossip join failed", "error", err)
+	}
+}
+
+// rejoinCheck is how often rejoinManagers looks at the pool: gossip's
+// default probe interval, which the agent's pool uses. rejoinAfter is how
+// long it must see no alive manager before joining, so that a worker
+// still joining at start-up, or a view briefly without one, is left alone.
+var (
+	rejoinCheck = gossip.DefaultConfig().ProbeInterval
+	rejoinAfter = 2 * rejoinCheck
+)
+
+// managerGossipAddrs returns seeds plus the gossip address of every
+// manager in ms, alive or dead, without duplicates, and whether any
+// manager is alive.
+func managerGossipAddrs(ms []gossip.Member, seeds []string) ([]string, bool) {
+	addrs := append([]string(nil), seeds...)
+	alive := false
+	for _, m := range ms {
+		if m.Meta.Role != pb.RoleManager {
+			continue
+		}
+		alive = alive || m.Alive
+		if m.Addr != "" && !slices.Contains(addrs, m.Addr) {
+			addrs = append(addrs, m.Addr)
+		}
+	}
+	return addrs, alive
 }
 
 // backoff doubles a delay from min to max, with up to 20% jitter.

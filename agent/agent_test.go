@@ -474,24 +474,7 @@ func TestJoinsGossip(t *testing.T) {
 	// gRPC port so that the agent keeps talking to it.
 	var mp *gossip.Pool
 	managerPool := func(h *harness, _ *Config) {
-		_, port, _ := net.SplitHostPort(h.mgr.addr)
-		rpcPort, _ := strconv.Atoi(port)
-		var err error
-		mp, err = gossip.New(gossip.Config{
-			Name:     "m1",
-			BindAddr: "127.0.0.1",
-			Meta: gossip.Meta{Role: pb.RoleManager, Name: "m1",
-				Address: "127.0.0.1", RPCPort: rpcPort},
-			Logger: testLogger(t).Named("m1"),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = mp.Shutdown() })
-		h.mgr.managers = []*pb.ManagerAddress{{
-			Name: "m1", Address: "127.0.0.1", RpcPort: int32(rpcPort),
-			GossipPort: int32(mp.Port()),
-		}}
+		mp = startManagerPool(t, h, 0)
 	}
 	h := startAgent(t, "secret", newFakeRuntime(), withRealGossip,
 		managerPool)
@@ -560,4 +543,116 @@ func count(calls []string, call string) int {
 		}
 	}
 	return n
+}
+
+// startManagerPool starts the gossip pool of manager m1 on port (0: a
+// free one), advertising h's fake manager as its gRPC address, and
+// makes Register return it.
+func startManagerPool(t *testing.T, h *harness, port int) *gossip.Pool {
+	t.Helper()
+	_, p, _ := net.SplitHostPort(h.mgr.addr)
+	rpcPort, _ := strconv.Atoi(p)
+	mp, err := gossip.New(gossip.Config{
+		Name:     "m1",
+		BindAddr: "127.0.0.1",
+		Port:     port,
+		Meta: gossip.Meta{Role: pb.RoleManager, Name: "m1",
+			Address: "127.0.0.1", RPCPort: rpcPort},
+		Logger: testLogger(t).Named("m1"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mp.Shutdown() })
+	h.mgr.managers = []*pb.ManagerAddress{{
+		Name: "m1", Address: "127.0.0.1", RpcPort: int32(rpcPort),
+		GossipPort: int32(mp.Port()),
+	}}
+	return mp
+}
+
+// managerAlive is a waitFor condition: p sees manager m1 alive or
+// dead, as want says.
+func managerAlive(p *gossip.Pool, want bool) func() error {
+	return func() error {
+		for _, m := range p.Members() {
+			if m.Meta.Name == "m1" && m.Alive == want {
+				return nil
+			}
+		}
+		return fmt.Errorf("worker pool does not see m1 alive=%v: %+v",
+			want, p.Members())
+	}
+}
+
+// aliveFor is a waitFor condition: p has seen manager m1 alive for d.
+func aliveFor(p *gossip.Pool, d time.Duration) func() error {
+	return func() error {
+		for _, m := range p.Members() {
+			if m.Meta.Name == "m1" && m.Alive && time.Since(m.Since) >= d {
+				return nil
+			}
+		}
+		return fmt.Errorf("worker pool has not seen m1 alive for %s: %+v",
+			d, p.Members())
+	}
+}
+
+func TestRejoinsRestartedManagers(t *testing.T) {
+	// The manager dies without leaving and comes back on the same
+	// address with a pool that knows nobody. Either the worker has
+	// already declared it dead, and memberlist never contacts a dead
+	// node, or the new pool answers the pings to its old name, and the
+	// worker tells it nothing. In both, only a rejoin merges the pools.
+	tests := []struct {
+		name string
+		// calledDead: the worker's pool declares m1 dead before the
+		// new pool starts; otherwise the assignment stream breaks
+		// and comes back instead.
+		calledDead bool
+	}{
+		{name: "after the worker called it dead", calledDead: true},
+		{name: "before the worker called it dead"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var first *gossip.Pool
+			h := startAgent(t, "secret", newFakeRuntime(),
+				withRealGossip, func(h *harness, _ *Config) {
+					first = startManagerPool(t, h, 0)
+				})
+			wp := <-h.real
+			waitFor(t, wait, managerAlive(wp, true))
+			h.mgr.assign(task("t1"))
+			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+
+			if !tc.calledDead {
+				// Past the few gossip rounds in which the worker
+				// re-sends its own join, which would otherwise
+				// introduce it to the new pool, as it cannot in a
+				// cluster that has run for a while.
+				waitFor(t, wait, aliveFor(wp, time.Second))
+				h.mgr.setRefuse(true)
+			}
+			if err := first.Shutdown(); err != nil {
+				t.Fatal(err)
+			}
+			if tc.calledDead {
+				waitFor(t, wait, managerAlive(wp, false))
+			}
+			second := startManagerPool(t, h, first.Port())
+			h.mgr.setRefuse(false)
+
+			waitFor(t, wait, managerAlive(wp, true))
+			waitFor(t, wait, func() error {
+				for _, m := range second.Members() {
+					if m.Meta.Name == "w1" && m.Alive {
+						return nil
+					}
+				}
+				return fmt.Errorf("restarted manager does not see "+
+					"w1 alive: %+v", second.Members())
+			})
+		})
+	}
 }

@@ -435,6 +435,10 @@ func (p *fakePool) RetryJoin(_ context.Context, addrs []string) {
 	p.joined = addrs
 }
 
+func (p *fakePool) Join(addrs []string) (int, error) {
+	return 0, errors.New("fake pool joins nobody")
+}
+
 func (p *fakePool) Members() []gossip.Member { return nil }
 
 func (p *fakePool) Changed() <-chan struct{} { return nil }
@@ -460,6 +464,7 @@ type harness struct {
 	rt    *fakeRuntime
 	mgr   *fakeManager
 	pool  *fakePool
+	real  chan *gossip.Pool // the real pool, withRealGossip only
 	done  chan error
 	stop  context.CancelFunc
 }
@@ -469,7 +474,8 @@ type harness struct {
 func startAgent(t *testing.T, token string, rt *fakeRuntime,
 	opts ...option) *harness {
 	t.Helper()
-	h := &harness{rt: rt, mgr: startManager(t, "secret"), pool: &fakePool{}}
+	h := &harness{rt: rt, mgr: startManager(t, "secret"), pool: &fakePool{},
+		real: make(chan *gossip.Pool, 1)}
 
 	cfg := DefaultConfig()
 	cfg.Name = "w1"
@@ -488,6 +494,14 @@ func startAgent(t *testing.T, token string, rt *fakeRuntime,
 	}
 	if cfg.GossipPort != 0 {
 		a.newPool = func(gossip.Config) (pool, error) { return h.pool, nil }
+	} else {
+		a.newPool = func(c gossip.Config) (pool, error) {
+			p, err := gossip.New(c)
+			if err == nil {
+				h.real <- p
+			}
+			return p, err
+		}
 	}
 	h.agent = a
 

@@ -16,6 +16,9 @@ type Member struct {
 	// node's gossip name. A node that published no valid Meta gets a
 	// Meta holding only its Name.
 	Meta Meta
+	// Addr is the node's gossip address, "ip:port", as last seen; a
+	// node seen dead keeps it, so that it can be joined again.
+	Addr string
 	// Alive is false once the node is declared dead or has left.
 	Alive bool
 	// Since is the local time the node entered its current Alive state.
@@ -70,6 +73,7 @@ func (m *members) record(n *memberlist.Node, alive bool) {
 	if len(n.Meta) > 0 {
 		cur.Meta = meta
 	}
+	cur.Addr = n.Address()
 	m.log.Info("member changed", "node", n.Name, "alive", alive,
 		"addr", n.Address())
 

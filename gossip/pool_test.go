@@ -140,6 +140,9 @@ func TestJoinAndDeath(t *testing.T) {
 		if m.Meta.Name == "c" && m.Since.Before(before) {
 			t.Errorf("c: Since %s not updated at death", m.Since)
 		}
+		if m.Meta.Name == "c" && m.Addr != c.Addr() {
+			t.Errorf("c: Addr %q once dead, want %q", m.Addr, c.Addr())
+		}
 	}
 }
 
