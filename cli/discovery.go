@@ -78,6 +78,19 @@ func hasRaftState(st *pb.ManagerStatus) bool {
 		st.GetState() == "leader" || st.GetLastContact() >= 0
 }
 
+// ManagerRPCAddr returns the gRPC address the alive manager name
+// publishes in gossip. rpc uses it for a leader whose node is not in
+// the store yet, as right after an election.
+func (d *gossipDiscovery) ManagerRPCAddr(name string) (string, bool) {
+	for _, m := range d.pool.Members() {
+		if m.Alive && m.Meta.Role == pb.RoleManager &&
+			m.Meta.Name == name && m.Meta.Address != "" && m.Meta.RPCPort != 0 {
+			return hostPort(m.Meta.Address, m.Meta.RPCPort), true
+		}
+	}
+	return "", false
+}
+
 func hostPort(host string, port int) string {
 	return net.JoinHostPort(host, strconv.Itoa(port))
 }

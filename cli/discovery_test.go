@@ -32,6 +32,34 @@ func TestDiscoveryManagers(t *testing.T) {
 	}
 }
 
+func TestDiscoveryManagerRPCAddr(t *testing.T) {
+	d := &gossipDiscovery{pool: fakeMembers{
+		{Alive: true, Meta: gossip.Meta{Role: "manager", Name: "m1", Address: "127.0.0.1", RPCPort: 7071}},
+		{Alive: false, Meta: gossip.Meta{Role: "manager", Name: "m2", Address: "127.0.0.2", RPCPort: 7071}},
+		{Alive: true, Meta: gossip.Meta{Role: "manager", Name: "m3", Address: "127.0.0.3"}},
+		{Alive: true, Meta: gossip.Meta{Role: "worker", Name: "w1", Address: "127.0.0.4", RPCPort: 7071}},
+	}}
+	tests := []struct {
+		name, want string
+		ok         bool
+	}{
+		{name: "m1", want: "127.0.0.1:7071", ok: true},
+		{name: "m2"}, // dead
+		{name: "m3"}, // no gRPC port published
+		{name: "w1"}, // not a manager
+		{name: "m9"}, // unknown
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := d.ManagerRPCAddr(tt.name)
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("ManagerRPCAddr(%q) = %q, %v; want %q, %v",
+					tt.name, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
 func TestHasRaftState(t *testing.T) {
 	tests := []struct {
 		name string

@@ -138,7 +138,8 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 	rc.Name, rc.DataDir, rc.BindAddr, rc.RaftPort = f.name, f.dataDir, f.bind, f.raftPort
 	rc.BootstrapExpect, rc.Join = f.bootstrapExpect, len(f.join) > 0
 	rc.FSM, rc.Logger = machine, log
-	rc.Discovery = &gossipDiscovery{pool: pool, dial: rpc.Dial}
+	disc := &gossipDiscovery{pool: pool, dial: rpc.Dial}
+	rc.Discovery = disc
 	m.raft, err = raftnode.New(rc)
 	if err != nil {
 		m.shutdown()
@@ -147,8 +148,9 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 
 	m.rpc, err = rpc.New(rpc.Config{
 		Name: f.name, Logger: log, FSM: machine, Raft: m.raft,
-		RPCAddr:  hostPort(f.bind, f.rpcPort),
-		HTTPAddr: hostPort(f.bind, f.httpPort),
+		RPCAddr:     hostPort(f.bind, f.rpcPort),
+		HTTPAddr:    hostPort(f.bind, f.httpPort),
+		PeerRPCAddr: disc.ManagerRPCAddr,
 	})
 	if err == nil {
 		err = m.rpc.Start()

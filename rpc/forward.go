@@ -93,18 +93,26 @@ func (s *Server) leaderConn() (*grpc.ClientConn, error) {
 	return s.conns.get(addr)
 }
 
-// errNoRPCAddr means a manager has no gRPC address in the store yet.
-var errNoRPCAddr = errors.New("no rpc address in the store")
+// errNoRPCAddr means a manager's gRPC address is neither in the store
+// nor known to Config.PeerRPCAddr.
+var errNoRPCAddr = errors.New("no rpc address known")
 
-// managerRPCAddr looks a manager's gRPC address up in the local store.
+// managerRPCAddr looks a manager's gRPC address up in the local store,
+// then asks Config.PeerRPCAddr: a freshly elected leader's node may not
+// be in the store yet.
 func (s *Server) managerRPCAddr(name string) (string, error) {
 	n := s.store.Node(name)
-	if n == nil || n.GetRole() != pb.RoleManager ||
-		n.GetAddress() == "" || n.GetRpcPort() == 0 {
-		return "", errNoRPCAddr
+	if n != nil && n.GetRole() == pb.RoleManager &&
+		n.GetAddress() != "" && n.GetRpcPort() != 0 {
+		port := strconv.Itoa(int(n.GetRpcPort()))
+		return net.JoinHostPort(n.GetAddress(), port), nil
 	}
-	port := strconv.Itoa(int(n.GetRpcPort()))
-	return net.JoinHostPort(n.GetAddress(), port), nil
+	if s.cfg.PeerRPCAddr != nil {
+		if addr, ok := s.cfg.PeerRPCAddr(name); ok {
+			return addr, nil
+		}
+	}
+	return "", errNoRPCAddr
 }
 
 // connCache keeps one lazily connecting client per address: to the

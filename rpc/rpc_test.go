@@ -152,8 +152,10 @@ func testLogger(t *testing.T, name string) hclog.Logger {
 }
 
 // startManager starts a Server on loopback ports with a fresh FSM that
-// holds the cluster meta and this manager's own node.
-func startManager(t *testing.T, name string, leader bool) *testManager {
+// holds the cluster meta and this manager's own node; opts adjust its
+// Config.
+func startManager(t *testing.T, name string, leader bool,
+	opts ...func(*Config)) *testManager {
 	t.Helper()
 	log := testLogger(t, name)
 	f := fsm.New(log)
@@ -167,7 +169,7 @@ func startManager(t *testing.T, name string, leader bool) *testManager {
 		r.stats.State = "leader"
 	}
 	ids := 0
-	srv, err := New(Config{
+	cfg := Config{
 		Name:     name,
 		Logger:   log,
 		FSM:      f,
@@ -176,7 +178,11 @@ func startManager(t *testing.T, name string, leader bool) *testManager {
 		NewID:    func() string { ids++; return fmt.Sprintf("%s-id-%d", name, ids) },
 		RPCAddr:  "127.0.0.1:0",
 		HTTPAddr: "127.0.0.1:0",
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
@@ -796,6 +802,48 @@ func TestForwarding(t *testing.T) {
 		_, err := follower.ctl.ListApps(ctxT(t), &pb.ListAppsRequest{})
 		wantCode(t, err, codes.Unavailable, "no leader")
 	})
+}
+
+func TestForwardingToLeaderNotInStore(t *testing.T) {
+	leader := startManager(t, "m1", true)
+
+	// Right after an election the follower's store has no node for the
+	// new leader; only the resolver (gossip, in a manager) knows it.
+	tests := []struct {
+		name     string
+		resolver map[string]string // nil: no resolver
+		wantErr  bool
+	}{
+		{name: "resolver knows the leader",
+			resolver: map[string]string{"m1": leader.srv.RPCAddr()}},
+		{name: "resolver does not", resolver: map[string]string{},
+			wantErr: true},
+		{name: "no resolver", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			withResolver := func(c *Config) {
+				if tc.resolver == nil {
+					return
+				}
+				c.PeerRPCAddr = func(name string) (string, bool) {
+					addr, ok := tc.resolver[name]
+					return addr, ok
+				}
+			}
+			follower := startManager(t, "m2", false, withResolver)
+			follower.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
+
+			_, err := follower.ctl.ListApps(ctxT(t), &pb.ListAppsRequest{})
+			if tc.wantErr {
+				wantCode(t, err, codes.Unavailable, "no leader", `"m1"`)
+				return
+			}
+			if err != nil {
+				t.Fatalf("list apps through follower: %v", err)
+			}
+		})
+	}
 }
 
 func TestClusterStatus(t *testing.T) {

@@ -58,6 +58,11 @@ type Config struct {
 	Now func() time.Time
 	// NewID makes deployment IDs. Defaults to a random UUID.
 	NewID func() string
+	// PeerRPCAddr, when set, resolves a manager's gRPC "ip:port" by
+	// name when the store has no address for it yet, as right after an
+	// election, before the new leader has recorded its own node. Nil:
+	// only the store is consulted.
+	PeerRPCAddr func(name string) (string, bool)
 
 	// RPCAddr and HTTPAddr are the ip:port to listen on; port 0 picks
 	// a free one (see Server.RPCAddr and Server.HTTPAddr).

@@ -205,10 +205,9 @@ func (c *Cluster) start() error {
 	}
 	c.logf("leader %s elected, %s after start", leader, since(t0))
 
-	// Workers, each with its own containerd.
-	// TODO: the retry covers a window right after an election in which a
-	// follower cannot forward ("no rpc address in the store" for a leader
-	// that has not recorded itself yet); drop it once rpc waits for that.
+	// Workers, each with its own containerd. The join token exists only
+	// once the new leader's engine has written the cluster meta, a
+	// moment after the election.
 	err = WaitFor(10*time.Second, func() error {
 		tok, err := c.CLI("cluster", "join-token", "worker")
 		if err != nil {
