@@ -632,7 +632,14 @@ func TestRejoinsRestartedManagers(t *testing.T) {
 				// introduce it to the new pool, as it cannot in a
 				// cluster that has run for a while.
 				waitFor(t, wait, aliveFor(wp, time.Second))
+				n := h.mgr.openStreams()
 				h.mgr.setRefuse(true)
+				waitFor(t, wait, func() error {
+					if h.mgr.openStreams() == n {
+						return errors.New("assignment stream not broken")
+					}
+					return nil
+				})
 			}
 			if err := first.Shutdown(); err != nil {
 				t.Fatal(err)
