@@ -36,7 +36,7 @@ import (
 )
 
 // benchNames lists the benchmarks in the order they run.
-var benchNames = []string{"deploy", "rolling", "failover", "throughput"}
+var benchNames = []string{"deploy", "rolling", "failover", "rollback", "throughput"}
 
 type options struct {
 	binary   string
@@ -210,6 +210,8 @@ func (b *bench) runAll() error {
 			rolling, err = b.benchRolling()
 		case "failover":
 			err = b.benchFailover(rolling)
+		case "rollback":
+			err = b.benchRollback(rolling)
 		case "throughput":
 			err = b.benchThroughput()
 		}

@@ -417,3 +417,31 @@ func TestRolloutProperties(t *testing.T) {
 		})
 	}
 }
+
+func TestRolloutFailsAtProgressDeadline(t *testing.T) {
+	h := newHarness(t, 2)
+	h.steady(webSpec("v1", 2))
+
+	// No worker can take a new task, so the rollout cannot move: only
+	// the progress deadline can end it.
+	for _, w := range []string{"w1", "w2"} {
+		h.apply(fsm.NodeStatusType, &pb.NodeStatusCmd{Name: w, Status: pb.NodeDraining,
+			At: h.clock.Now().UnixNano()})
+	}
+	spec := webSpec("v2", 2)
+	spec.Update.AutoRollback = false
+	h.deploy(spec)
+	start := h.clock.Now()
+
+	h.run(time.Second, 60, nil, h.deploymentStatus("web", pb.DeploymentFailed))
+	d := h.store().LatestDeployment("web")
+	if !strings.Contains(d.GetDescription(), "no progress within 30s") {
+		t.Errorf("description %q, want the progress deadline named", d.GetDescription())
+	}
+	if waited := h.clock.Now().Sub(start); waited < 30*time.Second || waited > 32*time.Second {
+		t.Errorf("failed after %s, want just past the 30s progress deadline", waited)
+	}
+	if got := versionsOf(h.running("web")); got[1] != 2 || got[2] != 0 {
+		t.Errorf("running versions %v, want the 2 tasks of version 1 kept", got)
+	}
+}
