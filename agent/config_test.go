@@ -86,3 +86,30 @@ func TestStopTimeout(t *testing.T) {
 		t.Errorf("stop_timeout 2s: got %s", d)
 	}
 }
+
+func TestCheckerPace(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name        string
+		interval    time.Duration
+		startPeriod time.Duration
+		startedAgo  time.Duration
+		passed      bool
+		want        time.Duration
+	}{
+		{"starting task checks fast", time.Second, 0, time.Second, false, startupCheckInterval},
+		{"short interval is kept", 50 * time.Millisecond, 0, time.Second, false, 50 * time.Millisecond},
+		{"after the first pass, the interval", time.Second, 0, time.Second, true, time.Second},
+		{"never healthy past the window", time.Second, 0, 11 * time.Second, false, time.Second},
+		{"a long start period widens the window", time.Second, time.Minute, 30 * time.Second, false, startupCheckInterval},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &checker{interval: tt.interval, startPeriod: tt.startPeriod,
+				started: now.Add(-tt.startedAgo)}
+			if got := c.next(tt.passed); got != tt.want {
+				t.Errorf("next(%v) = %s, want %s", tt.passed, got, tt.want)
+			}
+		})
+	}
+}

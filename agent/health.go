@@ -16,6 +16,15 @@ import (
 const (
 	defaultCheckInterval = 10 * time.Second
 	defaultCheckTimeout  = 5 * time.Second
+
+	// startupCheckInterval is the pace of checks before a task's first
+	// pass, for at most startupCheckWindow (or its start period, if
+	// longer) after it started. A server is usually listening a few
+	// milliseconds after its container starts; waiting a whole interval
+	// after the first, too early check would hold up every batch of a
+	// rollout by up to that interval.
+	startupCheckInterval = 100 * time.Millisecond
+	startupCheckWindow   = 10 * time.Second
 )
 
 // errNoPort means a check names a port the task was not given.
@@ -81,7 +90,8 @@ func newChecker(t *pb.Task, hs *pb.HealthSpec, bindAddr string,
 // run checks at once and then every interval until ctx is done, passing
 // each outcome to report. A task is healthy after a check passes and
 // unhealthy after one fails. Until the first pass, failures inside the
-// start period carry no message: the task is still starting.
+// start period carry no message: the task is still starting, and checks
+// come faster (see startupCheckInterval).
 func (c *checker) run(ctx context.Context,
 	report func(healthy bool, msg string)) {
 	passed := false
@@ -106,8 +116,17 @@ func (c *checker) run(ctx context.Context,
 		default:
 			report(false, "health check: "+err.Error())
 		}
-		t.Reset(c.interval)
+		t.Reset(c.next(passed))
 	}
+}
+
+// next returns the wait before the next check.
+func (c *checker) next(passed bool) time.Duration {
+	window := max(startupCheckWindow, c.startPeriod)
+	if !passed && time.Since(c.started) < window {
+		return min(c.interval, startupCheckInterval)
+	}
+	return c.interval
 }
 
 // check runs the check once.
