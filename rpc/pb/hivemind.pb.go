@@ -41,8 +41,11 @@ type Node struct {
 	StatusChangedAt int64                  `protobuf:"varint,11,opt,name=status_changed_at,json=statusChangedAt,proto3" json:"status_changed_at,omitempty"`
 	CreateIndex     uint64                 `protobuf:"varint,12,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex     uint64                 `protobuf:"varint,13,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// endpoints_index is the store index of the endpoint set that the
+	// worker's ingress and DNS serve, as the worker last reported it.
+	EndpointsIndex uint64 `protobuf:"varint,14,opt,name=endpoints_index,json=endpointsIndex,proto3" json:"endpoints_index,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -162,6 +165,13 @@ func (x *Node) GetCreateIndex() uint64 {
 func (x *Node) GetModifyIndex() uint64 {
 	if x != nil {
 		return x.ModifyIndex
+	}
+	return 0
+}
+
+func (x *Node) GetEndpointsIndex() uint64 {
+	if x != nil {
+		return x.EndpointsIndex
 	}
 	return 0
 }
@@ -769,6 +779,12 @@ type Task struct {
 	FinishedAt      int64                  `protobuf:"varint,18,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`                  // leader time state became "stopped" or "failed"
 	CreateIndex     uint64                 `protobuf:"varint,19,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex     uint64                 `protobuf:"varint,20,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	StopIndex       uint64                 `protobuf:"varint,21,opt,name=stop_index,json=stopIndex,proto3" json:"stop_index,omitempty"` // Raft index at which desired became "stop"
+	// out_of_rotation is set by the leader once every live worker serves an
+	// endpoint set without the task (or a bound passed): its worker may then
+	// wait out drain_timeout and stop it.
+	OutOfRotation   bool  `protobuf:"varint,22,opt,name=out_of_rotation,json=outOfRotation,proto3" json:"out_of_rotation,omitempty"`
+	OutOfRotationAt int64 `protobuf:"varint,23,opt,name=out_of_rotation_at,json=outOfRotationAt,proto3" json:"out_of_rotation_at,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -939,6 +955,27 @@ func (x *Task) GetCreateIndex() uint64 {
 func (x *Task) GetModifyIndex() uint64 {
 	if x != nil {
 		return x.ModifyIndex
+	}
+	return 0
+}
+
+func (x *Task) GetStopIndex() uint64 {
+	if x != nil {
+		return x.StopIndex
+	}
+	return 0
+}
+
+func (x *Task) GetOutOfRotation() bool {
+	if x != nil {
+		return x.OutOfRotation
+	}
+	return false
+}
+
+func (x *Task) GetOutOfRotationAt() int64 {
+	if x != nil {
+		return x.OutOfRotationAt
 	}
 	return 0
 }
@@ -1503,6 +1540,7 @@ type PlanCmd struct {
 	AppVersion    uint64                 `protobuf:"varint,6,opt,name=app_version,json=appVersion,proto3" json:"app_version,omitempty"`          // when non-zero, App.version becomes this
 	StableVersion uint64                 `protobuf:"varint,7,opt,name=stable_version,json=stableVersion,proto3" json:"stable_version,omitempty"` // when non-zero, App.stable_version becomes this
 	At            int64                  `protobuf:"varint,8,opt,name=at,proto3" json:"at,omitempty"`
+	RotatedOut    []string               `protobuf:"bytes,9,rep,name=rotated_out,json=rotatedOut,proto3" json:"rotated_out,omitempty"` // tasks whose out_of_rotation becomes true
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1593,6 +1631,13 @@ func (x *PlanCmd) GetAt() int64 {
 	return 0
 }
 
+func (x *PlanCmd) GetRotatedOut() []string {
+	if x != nil {
+		return x.RotatedOut
+	}
+	return nil
+}
+
 type TaskReport struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -1670,12 +1715,13 @@ func (x *TaskReport) GetMessage() string {
 }
 
 type TaskReportsCmd struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	Reports       []*TaskReport          `protobuf:"bytes,2,rep,name=reports,proto3" json:"reports,omitempty"`
-	At            int64                  `protobuf:"varint,3,opt,name=at,proto3" json:"at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Node           string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Reports        []*TaskReport          `protobuf:"bytes,2,rep,name=reports,proto3" json:"reports,omitempty"`
+	At             int64                  `protobuf:"varint,3,opt,name=at,proto3" json:"at,omitempty"`
+	EndpointsIndex uint64                 `protobuf:"varint,4,opt,name=endpoints_index,json=endpointsIndex,proto3" json:"endpoints_index,omitempty"` // when non-zero, the node's endpoints_index becomes this
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TaskReportsCmd) Reset() {
@@ -1725,6 +1771,13 @@ func (x *TaskReportsCmd) GetReports() []*TaskReport {
 func (x *TaskReportsCmd) GetAt() int64 {
 	if x != nil {
 		return x.At
+	}
+	return 0
+}
+
+func (x *TaskReportsCmd) GetEndpointsIndex() uint64 {
+	if x != nil {
+		return x.EndpointsIndex
 	}
 	return 0
 }
@@ -2779,6 +2832,166 @@ func (x *RollbackAppRequest) GetName() string {
 	return ""
 }
 
+type DrainNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainNodeRequest) Reset() {
+	*x = DrainNodeRequest{}
+	mi := &file_hivemind_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeRequest) ProtoMessage() {}
+
+func (x *DrainNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeRequest.ProtoReflect.Descriptor instead.
+func (*DrainNodeRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *DrainNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DrainNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainNodeResponse) Reset() {
+	*x = DrainNodeResponse{}
+	mi := &file_hivemind_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainNodeResponse) ProtoMessage() {}
+
+func (x *DrainNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainNodeResponse.ProtoReflect.Descriptor instead.
+func (*DrainNodeResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{42}
+}
+
+type ActivateNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivateNodeRequest) Reset() {
+	*x = ActivateNodeRequest{}
+	mi := &file_hivemind_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateNodeRequest) ProtoMessage() {}
+
+func (x *ActivateNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateNodeRequest.ProtoReflect.Descriptor instead.
+func (*ActivateNodeRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ActivateNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ActivateNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivateNodeResponse) Reset() {
+	*x = ActivateNodeResponse{}
+	mi := &file_hivemind_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivateNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivateNodeResponse) ProtoMessage() {}
+
+func (x *ActivateNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivateNodeResponse.ProtoReflect.Descriptor instead.
+func (*ActivateNodeResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{44}
+}
+
 type RollbackAppResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -2789,7 +3002,7 @@ type RollbackAppResponse struct {
 
 func (x *RollbackAppResponse) Reset() {
 	*x = RollbackAppResponse{}
-	mi := &file_hivemind_proto_msgTypes[41]
+	mi := &file_hivemind_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2801,7 +3014,7 @@ func (x *RollbackAppResponse) String() string {
 func (*RollbackAppResponse) ProtoMessage() {}
 
 func (x *RollbackAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[41]
+	mi := &file_hivemind_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2814,7 +3027,7 @@ func (x *RollbackAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackAppResponse.ProtoReflect.Descriptor instead.
 func (*RollbackAppResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{41}
+	return file_hivemind_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RollbackAppResponse) GetVersion() uint64 {
@@ -2844,7 +3057,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_hivemind_proto_msgTypes[42]
+	mi := &file_hivemind_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2856,7 +3069,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[42]
+	mi := &file_hivemind_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2869,7 +3082,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{42}
+	return file_hivemind_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RegisterRequest) GetToken() string {
@@ -2919,7 +3132,7 @@ type ManagerAddress struct {
 
 func (x *ManagerAddress) Reset() {
 	*x = ManagerAddress{}
-	mi := &file_hivemind_proto_msgTypes[43]
+	mi := &file_hivemind_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3144,7 @@ func (x *ManagerAddress) String() string {
 func (*ManagerAddress) ProtoMessage() {}
 
 func (x *ManagerAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[43]
+	mi := &file_hivemind_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3157,7 @@ func (x *ManagerAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerAddress.ProtoReflect.Descriptor instead.
 func (*ManagerAddress) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{43}
+	return file_hivemind_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ManagerAddress) GetName() string {
@@ -2984,7 +3197,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_hivemind_proto_msgTypes[44]
+	mi := &file_hivemind_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2996,7 +3209,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[44]
+	mi := &file_hivemind_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3009,7 +3222,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{44}
+	return file_hivemind_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RegisterResponse) GetManagers() []*ManagerAddress {
@@ -3028,7 +3241,7 @@ type AssignmentsRequest struct {
 
 func (x *AssignmentsRequest) Reset() {
 	*x = AssignmentsRequest{}
-	mi := &file_hivemind_proto_msgTypes[45]
+	mi := &file_hivemind_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3040,7 +3253,7 @@ func (x *AssignmentsRequest) String() string {
 func (*AssignmentsRequest) ProtoMessage() {}
 
 func (x *AssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[45]
+	mi := &file_hivemind_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3053,7 +3266,7 @@ func (x *AssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*AssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{45}
+	return file_hivemind_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AssignmentsRequest) GetNode() string {
@@ -3073,7 +3286,7 @@ type AssignmentsResponse struct {
 
 func (x *AssignmentsResponse) Reset() {
 	*x = AssignmentsResponse{}
-	mi := &file_hivemind_proto_msgTypes[46]
+	mi := &file_hivemind_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3085,7 +3298,7 @@ func (x *AssignmentsResponse) String() string {
 func (*AssignmentsResponse) ProtoMessage() {}
 
 func (x *AssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[46]
+	mi := &file_hivemind_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3098,7 +3311,7 @@ func (x *AssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*AssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{46}
+	return file_hivemind_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *AssignmentsResponse) GetTasks() []*Task {
@@ -3116,16 +3329,17 @@ func (x *AssignmentsResponse) GetIndex() uint64 {
 }
 
 type ReportRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	Reports       []*TaskReport          `protobuf:"bytes,2,rep,name=reports,proto3" json:"reports,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Node           string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Reports        []*TaskReport          `protobuf:"bytes,2,rep,name=reports,proto3" json:"reports,omitempty"`
+	EndpointsIndex uint64                 `protobuf:"varint,3,opt,name=endpoints_index,json=endpointsIndex,proto3" json:"endpoints_index,omitempty"` // the index of the endpoint set now served
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_hivemind_proto_msgTypes[47]
+	mi := &file_hivemind_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3137,7 +3351,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[47]
+	mi := &file_hivemind_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3150,7 +3364,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{47}
+	return file_hivemind_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReportRequest) GetNode() string {
@@ -3167,6 +3381,229 @@ func (x *ReportRequest) GetReports() []*TaskReport {
 	return nil
 }
 
+func (x *ReportRequest) GetEndpointsIndex() uint64 {
+	if x != nil {
+		return x.EndpointsIndex
+	}
+	return 0
+}
+
+type EndpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointsRequest) Reset() {
+	*x = EndpointsRequest{}
+	mi := &file_hivemind_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointsRequest) ProtoMessage() {}
+
+func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointsRequest.ProtoReflect.Descriptor instead.
+func (*EndpointsRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *EndpointsRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type Endpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`                                                                        // the task's IP
+	Ports         map[string]int32       `protobuf:"bytes,3,rep,name=ports,proto3" json:"ports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // port name -> host port
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_hivemind_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *Endpoint) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Endpoint) GetPorts() map[string]int32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+type ServiceEndpoints struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Ports         []*Port                `protobuf:"bytes,2,rep,name=ports,proto3" json:"ports,omitempty"` // the ports of the app's current version
+	Endpoints     []*Endpoint            `protobuf:"bytes,3,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceEndpoints) Reset() {
+	*x = ServiceEndpoints{}
+	mi := &file_hivemind_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceEndpoints) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceEndpoints) ProtoMessage() {}
+
+func (x *ServiceEndpoints) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceEndpoints.ProtoReflect.Descriptor instead.
+func (*ServiceEndpoints) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ServiceEndpoints) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *ServiceEndpoints) GetPorts() []*Port {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *ServiceEndpoints) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+type EndpointsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"` // the store index the set was computed at
+	Services      []*ServiceEndpoints    `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointsResponse) Reset() {
+	*x = EndpointsResponse{}
+	mi := &file_hivemind_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointsResponse) ProtoMessage() {}
+
+func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointsResponse.ProtoReflect.Descriptor instead.
+func (*EndpointsResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *EndpointsResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *EndpointsResponse) GetServices() []*ServiceEndpoints {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
 type ReportResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3175,7 +3612,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_hivemind_proto_msgTypes[48]
+	mi := &file_hivemind_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3187,7 +3624,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[48]
+	mi := &file_hivemind_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3200,7 +3637,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{48}
+	return file_hivemind_proto_rawDescGZIP(), []int{56}
 }
 
 type RaftStatsRequest struct {
@@ -3211,7 +3648,7 @@ type RaftStatsRequest struct {
 
 func (x *RaftStatsRequest) Reset() {
 	*x = RaftStatsRequest{}
-	mi := &file_hivemind_proto_msgTypes[49]
+	mi := &file_hivemind_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3660,7 @@ func (x *RaftStatsRequest) String() string {
 func (*RaftStatsRequest) ProtoMessage() {}
 
 func (x *RaftStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[49]
+	mi := &file_hivemind_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,14 +3673,14 @@ func (x *RaftStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftStatsRequest.ProtoReflect.Descriptor instead.
 func (*RaftStatsRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{49}
+	return file_hivemind_proto_rawDescGZIP(), []int{57}
 }
 
 var File_hivemind_proto protoreflect.FileDescriptor
 
 const file_hivemind_proto_rawDesc = "" +
 	"\n" +
-	"\x0ehivemind.proto\x12\vhivemind.v1\"\x88\x03\n" +
+	"\x0ehivemind.proto\x12\vhivemind.v1\"\xb1\x03\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x18\n" +
@@ -3259,7 +3696,8 @@ const file_hivemind_proto_rawDesc = "" +
 	" \x01(\x03R\fregisteredAt\x12*\n" +
 	"\x11status_changed_at\x18\v \x01(\x03R\x0fstatusChangedAt\x12!\n" +
 	"\fcreate_index\x18\f \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\r \x01(\x04R\vmodifyIndex\"P\n" +
+	"\fmodify_index\x18\r \x01(\x04R\vmodifyIndex\x12'\n" +
+	"\x0fendpoints_index\x18\x0e \x01(\x04R\x0eendpointsIndex\"P\n" +
 	"\x04Port\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x18\n" +
@@ -3312,7 +3750,7 @@ const file_hivemind_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x05 \x01(\x03R\tcreatedAt\x12!\n" +
 	"\fcreate_index\x18\x06 \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\a \x01(\x04R\vmodifyIndex\"\xa8\x05\n" +
+	"\fmodify_index\x18\a \x01(\x04R\vmodifyIndex\"\x9c\x06\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
 	"\x03app\x18\x02 \x01(\tR\x03app\x12\x18\n" +
@@ -3336,7 +3774,11 @@ const file_hivemind_proto_rawDesc = "" +
 	"\vfinished_at\x18\x12 \x01(\x03R\n" +
 	"finishedAt\x12!\n" +
 	"\fcreate_index\x18\x13 \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x14 \x01(\x04R\vmodifyIndex\x1a8\n" +
+	"\fmodify_index\x18\x14 \x01(\x04R\vmodifyIndex\x12\x1d\n" +
+	"\n" +
+	"stop_index\x18\x15 \x01(\x04R\tstopIndex\x12&\n" +
+	"\x0fout_of_rotation\x18\x16 \x01(\bR\routOfRotation\x12+\n" +
+	"\x12out_of_rotation_at\x18\x17 \x01(\x03R\x0foutOfRotationAt\x1a8\n" +
 	"\n" +
 	"PortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -3391,7 +3833,7 @@ const file_hivemind_proto_rawDesc = "" +
 	"\vScaleAppCmd\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\breplicas\x18\x02 \x01(\x05R\breplicas\x12\x0e\n" +
-	"\x02at\x18\x03 \x01(\x03R\x02at\"\x8c\x02\n" +
+	"\x02at\x18\x03 \x01(\x03R\x02at\"\xad\x02\n" +
 	"\aPlanCmd\x12)\n" +
 	"\x06create\x18\x01 \x03(\v2\x11.hivemind.v1.TaskR\x06create\x12\x12\n" +
 	"\x04stop\x18\x02 \x03(\tR\x04stop\x12\x1f\n" +
@@ -3404,18 +3846,21 @@ const file_hivemind_proto_rawDesc = "" +
 	"\vapp_version\x18\x06 \x01(\x04R\n" +
 	"appVersion\x12%\n" +
 	"\x0estable_version\x18\a \x01(\x04R\rstableVersion\x12\x0e\n" +
-	"\x02at\x18\b \x01(\x03R\x02at\"\x8c\x01\n" +
+	"\x02at\x18\b \x01(\x03R\x02at\x12\x1f\n" +
+	"\vrotated_out\x18\t \x03(\tR\n" +
+	"rotatedOut\"\x8c\x01\n" +
 	"\n" +
 	"TaskReport\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
 	"\ahealthy\x18\x03 \x01(\bR\ahealthy\x12\x1b\n" +
 	"\texit_code\x18\x04 \x01(\x05R\bexitCode\x12\x18\n" +
-	"\amessage\x18\x05 \x01(\tR\amessage\"g\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\x90\x01\n" +
 	"\x0eTaskReportsCmd\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x121\n" +
 	"\areports\x18\x02 \x03(\v2\x17.hivemind.v1.TaskReportR\areports\x12\x0e\n" +
-	"\x02at\x18\x03 \x01(\x03R\x02at\"\"\n" +
+	"\x02at\x18\x03 \x01(\x03R\x02at\x12'\n" +
+	"\x0fendpoints_index\x18\x04 \x01(\x04R\x0eendpointsIndex\"\"\n" +
 	"\x0eDeleteTasksCmd\x12\x10\n" +
 	"\x03ids\x18\x01 \x03(\tR\x03ids\":\n" +
 	"\n" +
@@ -3477,7 +3922,13 @@ const file_hivemind_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
 	"\x11RemoveAppResponse\"(\n" +
 	"\x12RollbackAppRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"T\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"&\n" +
+	"\x10DrainNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
+	"\x11DrainNodeResponse\")\n" +
+	"\x13ActivateNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14ActivateNodeResponse\"T\n" +
 	"\x13RollbackAppResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12#\n" +
 	"\rdeployment_id\x18\x02 \x01(\tR\fdeploymentId\"\x91\x01\n" +
@@ -3500,12 +3951,30 @@ const file_hivemind_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"T\n" +
 	"\x13AssignmentsResponse\x12'\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x11.hivemind.v1.TaskR\x05tasks\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"V\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x7f\n" +
 	"\rReportRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x121\n" +
-	"\areports\x18\x02 \x03(\v2\x17.hivemind.v1.TaskReportR\areports\"\x10\n" +
+	"\areports\x18\x02 \x03(\v2\x17.hivemind.v1.TaskReportR\areports\x12'\n" +
+	"\x0fendpoints_index\x18\x03 \x01(\x04R\x0eendpointsIndex\"&\n" +
+	"\x10EndpointsRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"\xaf\x01\n" +
+	"\bEndpoint\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x126\n" +
+	"\x05ports\x18\x03 \x03(\v2 .hivemind.v1.Endpoint.PortsEntryR\x05ports\x1a8\n" +
+	"\n" +
+	"PortsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x82\x01\n" +
+	"\x10ServiceEndpoints\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12'\n" +
+	"\x05ports\x18\x02 \x03(\v2\x11.hivemind.v1.PortR\x05ports\x123\n" +
+	"\tendpoints\x18\x03 \x03(\v2\x15.hivemind.v1.EndpointR\tendpoints\"d\n" +
+	"\x11EndpointsResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x129\n" +
+	"\bservices\x18\x02 \x03(\v2\x1d.hivemind.v1.ServiceEndpointsR\bservices\"\x10\n" +
 	"\x0eReportResponse\"\x12\n" +
-	"\x10RaftStatsRequest2\xc1\x05\n" +
+	"\x10RaftStatsRequest2\xe2\x06\n" +
 	"\aControl\x12V\n" +
 	"\rClusterStatus\x12!.hivemind.v1.ClusterStatusRequest\x1a\".hivemind.v1.ClusterStatusResponse\x12J\n" +
 	"\tJoinToken\x12\x1d.hivemind.v1.JoinTokenRequest\x1a\x1e.hivemind.v1.JoinTokenResponse\x12J\n" +
@@ -3515,11 +3984,14 @@ const file_hivemind_proto_rawDesc = "" +
 	"\tAppStatus\x12\x1d.hivemind.v1.AppStatusRequest\x1a\x1e.hivemind.v1.AppStatusResponse\x12G\n" +
 	"\bScaleApp\x12\x1c.hivemind.v1.ScaleAppRequest\x1a\x1d.hivemind.v1.ScaleAppResponse\x12J\n" +
 	"\tRemoveApp\x12\x1d.hivemind.v1.RemoveAppRequest\x1a\x1e.hivemind.v1.RemoveAppResponse\x12P\n" +
-	"\vRollbackApp\x12\x1f.hivemind.v1.RollbackAppRequest\x1a .hivemind.v1.RollbackAppResponse2\xe8\x01\n" +
+	"\vRollbackApp\x12\x1f.hivemind.v1.RollbackAppRequest\x1a .hivemind.v1.RollbackAppResponse\x12J\n" +
+	"\tDrainNode\x12\x1d.hivemind.v1.DrainNodeRequest\x1a\x1e.hivemind.v1.DrainNodeResponse\x12S\n" +
+	"\fActivateNode\x12 .hivemind.v1.ActivateNodeRequest\x1a!.hivemind.v1.ActivateNodeResponse2\xb6\x02\n" +
 	"\x06Worker\x12G\n" +
 	"\bRegister\x12\x1c.hivemind.v1.RegisterRequest\x1a\x1d.hivemind.v1.RegisterResponse\x12R\n" +
 	"\vAssignments\x12\x1f.hivemind.v1.AssignmentsRequest\x1a .hivemind.v1.AssignmentsResponse0\x01\x12A\n" +
-	"\x06Report\x12\x1a.hivemind.v1.ReportRequest\x1a\x1b.hivemind.v1.ReportResponse2N\n" +
+	"\x06Report\x12\x1a.hivemind.v1.ReportRequest\x1a\x1b.hivemind.v1.ReportResponse\x12L\n" +
+	"\tEndpoints\x12\x1d.hivemind.v1.EndpointsRequest\x1a\x1e.hivemind.v1.EndpointsResponse0\x012N\n" +
 	"\x04Peer\x12F\n" +
 	"\tRaftStats\x12\x1d.hivemind.v1.RaftStatsRequest\x1a\x1a.hivemind.v1.ManagerStatusB*Z(github.com/hivemind-orch/hivemind/rpc/pbb\x06proto3"
 
@@ -3535,7 +4007,7 @@ func file_hivemind_proto_rawDescGZIP() []byte {
 	return file_hivemind_proto_rawDescData
 }
 
-var file_hivemind_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_hivemind_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_hivemind_proto_goTypes = []any{
 	(*Node)(nil),                  // 0: hivemind.v1.Node
 	(*Port)(nil),                  // 1: hivemind.v1.Port
@@ -3578,29 +4050,38 @@ var file_hivemind_proto_goTypes = []any{
 	(*RemoveAppRequest)(nil),      // 38: hivemind.v1.RemoveAppRequest
 	(*RemoveAppResponse)(nil),     // 39: hivemind.v1.RemoveAppResponse
 	(*RollbackAppRequest)(nil),    // 40: hivemind.v1.RollbackAppRequest
-	(*RollbackAppResponse)(nil),   // 41: hivemind.v1.RollbackAppResponse
-	(*RegisterRequest)(nil),       // 42: hivemind.v1.RegisterRequest
-	(*ManagerAddress)(nil),        // 43: hivemind.v1.ManagerAddress
-	(*RegisterResponse)(nil),      // 44: hivemind.v1.RegisterResponse
-	(*AssignmentsRequest)(nil),    // 45: hivemind.v1.AssignmentsRequest
-	(*AssignmentsResponse)(nil),   // 46: hivemind.v1.AssignmentsResponse
-	(*ReportRequest)(nil),         // 47: hivemind.v1.ReportRequest
-	(*ReportResponse)(nil),        // 48: hivemind.v1.ReportResponse
-	(*RaftStatsRequest)(nil),      // 49: hivemind.v1.RaftStatsRequest
-	nil,                           // 50: hivemind.v1.AppSpec.EnvEntry
-	nil,                           // 51: hivemind.v1.Task.PortsEntry
+	(*DrainNodeRequest)(nil),      // 41: hivemind.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),     // 42: hivemind.v1.DrainNodeResponse
+	(*ActivateNodeRequest)(nil),   // 43: hivemind.v1.ActivateNodeRequest
+	(*ActivateNodeResponse)(nil),  // 44: hivemind.v1.ActivateNodeResponse
+	(*RollbackAppResponse)(nil),   // 45: hivemind.v1.RollbackAppResponse
+	(*RegisterRequest)(nil),       // 46: hivemind.v1.RegisterRequest
+	(*ManagerAddress)(nil),        // 47: hivemind.v1.ManagerAddress
+	(*RegisterResponse)(nil),      // 48: hivemind.v1.RegisterResponse
+	(*AssignmentsRequest)(nil),    // 49: hivemind.v1.AssignmentsRequest
+	(*AssignmentsResponse)(nil),   // 50: hivemind.v1.AssignmentsResponse
+	(*ReportRequest)(nil),         // 51: hivemind.v1.ReportRequest
+	(*EndpointsRequest)(nil),      // 52: hivemind.v1.EndpointsRequest
+	(*Endpoint)(nil),              // 53: hivemind.v1.Endpoint
+	(*ServiceEndpoints)(nil),      // 54: hivemind.v1.ServiceEndpoints
+	(*EndpointsResponse)(nil),     // 55: hivemind.v1.EndpointsResponse
+	(*ReportResponse)(nil),        // 56: hivemind.v1.ReportResponse
+	(*RaftStatsRequest)(nil),      // 57: hivemind.v1.RaftStatsRequest
+	nil,                           // 58: hivemind.v1.AppSpec.EnvEntry
+	nil,                           // 59: hivemind.v1.Task.PortsEntry
+	nil,                           // 60: hivemind.v1.Endpoint.PortsEntry
 }
 var file_hivemind_proto_depIdxs = []int32{
 	2,  // 0: hivemind.v1.HealthSpec.http:type_name -> hivemind.v1.HTTPCheck
 	3,  // 1: hivemind.v1.HealthSpec.tcp:type_name -> hivemind.v1.TCPCheck
-	50, // 2: hivemind.v1.AppSpec.env:type_name -> hivemind.v1.AppSpec.EnvEntry
+	58, // 2: hivemind.v1.AppSpec.env:type_name -> hivemind.v1.AppSpec.EnvEntry
 	1,  // 3: hivemind.v1.AppSpec.ports:type_name -> hivemind.v1.Port
 	4,  // 4: hivemind.v1.AppSpec.health:type_name -> hivemind.v1.HealthSpec
 	5,  // 5: hivemind.v1.AppSpec.update:type_name -> hivemind.v1.UpdateSpec
 	6,  // 6: hivemind.v1.AppVersion.spec:type_name -> hivemind.v1.AppSpec
 	7,  // 7: hivemind.v1.App.versions:type_name -> hivemind.v1.AppVersion
 	6,  // 8: hivemind.v1.Task.spec:type_name -> hivemind.v1.AppSpec
-	51, // 9: hivemind.v1.Task.ports:type_name -> hivemind.v1.Task.PortsEntry
+	59, // 9: hivemind.v1.Task.ports:type_name -> hivemind.v1.Task.PortsEntry
 	5,  // 10: hivemind.v1.Deployment.update:type_name -> hivemind.v1.UpdateSpec
 	0,  // 11: hivemind.v1.UpsertNodeCmd.node:type_name -> hivemind.v1.Node
 	8,  // 12: hivemind.v1.DeployAppCmd.app:type_name -> hivemind.v1.App
@@ -3616,40 +4097,50 @@ var file_hivemind_proto_depIdxs = []int32{
 	8,  // 22: hivemind.v1.AppStatusResponse.app:type_name -> hivemind.v1.App
 	9,  // 23: hivemind.v1.AppStatusResponse.tasks:type_name -> hivemind.v1.Task
 	10, // 24: hivemind.v1.AppStatusResponse.deployment:type_name -> hivemind.v1.Deployment
-	43, // 25: hivemind.v1.RegisterResponse.managers:type_name -> hivemind.v1.ManagerAddress
+	47, // 25: hivemind.v1.RegisterResponse.managers:type_name -> hivemind.v1.ManagerAddress
 	9,  // 26: hivemind.v1.AssignmentsResponse.tasks:type_name -> hivemind.v1.Task
 	18, // 27: hivemind.v1.ReportRequest.reports:type_name -> hivemind.v1.TaskReport
-	22, // 28: hivemind.v1.Control.ClusterStatus:input_type -> hivemind.v1.ClusterStatusRequest
-	25, // 29: hivemind.v1.Control.JoinToken:input_type -> hivemind.v1.JoinTokenRequest
-	27, // 30: hivemind.v1.Control.ListNodes:input_type -> hivemind.v1.ListNodesRequest
-	29, // 31: hivemind.v1.Control.DeployApp:input_type -> hivemind.v1.DeployAppRequest
-	31, // 32: hivemind.v1.Control.ListApps:input_type -> hivemind.v1.ListAppsRequest
-	34, // 33: hivemind.v1.Control.AppStatus:input_type -> hivemind.v1.AppStatusRequest
-	36, // 34: hivemind.v1.Control.ScaleApp:input_type -> hivemind.v1.ScaleAppRequest
-	38, // 35: hivemind.v1.Control.RemoveApp:input_type -> hivemind.v1.RemoveAppRequest
-	40, // 36: hivemind.v1.Control.RollbackApp:input_type -> hivemind.v1.RollbackAppRequest
-	42, // 37: hivemind.v1.Worker.Register:input_type -> hivemind.v1.RegisterRequest
-	45, // 38: hivemind.v1.Worker.Assignments:input_type -> hivemind.v1.AssignmentsRequest
-	47, // 39: hivemind.v1.Worker.Report:input_type -> hivemind.v1.ReportRequest
-	49, // 40: hivemind.v1.Peer.RaftStats:input_type -> hivemind.v1.RaftStatsRequest
-	24, // 41: hivemind.v1.Control.ClusterStatus:output_type -> hivemind.v1.ClusterStatusResponse
-	26, // 42: hivemind.v1.Control.JoinToken:output_type -> hivemind.v1.JoinTokenResponse
-	28, // 43: hivemind.v1.Control.ListNodes:output_type -> hivemind.v1.ListNodesResponse
-	30, // 44: hivemind.v1.Control.DeployApp:output_type -> hivemind.v1.DeployAppResponse
-	33, // 45: hivemind.v1.Control.ListApps:output_type -> hivemind.v1.ListAppsResponse
-	35, // 46: hivemind.v1.Control.AppStatus:output_type -> hivemind.v1.AppStatusResponse
-	37, // 47: hivemind.v1.Control.ScaleApp:output_type -> hivemind.v1.ScaleAppResponse
-	39, // 48: hivemind.v1.Control.RemoveApp:output_type -> hivemind.v1.RemoveAppResponse
-	41, // 49: hivemind.v1.Control.RollbackApp:output_type -> hivemind.v1.RollbackAppResponse
-	44, // 50: hivemind.v1.Worker.Register:output_type -> hivemind.v1.RegisterResponse
-	46, // 51: hivemind.v1.Worker.Assignments:output_type -> hivemind.v1.AssignmentsResponse
-	48, // 52: hivemind.v1.Worker.Report:output_type -> hivemind.v1.ReportResponse
-	23, // 53: hivemind.v1.Peer.RaftStats:output_type -> hivemind.v1.ManagerStatus
-	41, // [41:54] is the sub-list for method output_type
-	28, // [28:41] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	60, // 28: hivemind.v1.Endpoint.ports:type_name -> hivemind.v1.Endpoint.PortsEntry
+	1,  // 29: hivemind.v1.ServiceEndpoints.ports:type_name -> hivemind.v1.Port
+	53, // 30: hivemind.v1.ServiceEndpoints.endpoints:type_name -> hivemind.v1.Endpoint
+	54, // 31: hivemind.v1.EndpointsResponse.services:type_name -> hivemind.v1.ServiceEndpoints
+	22, // 32: hivemind.v1.Control.ClusterStatus:input_type -> hivemind.v1.ClusterStatusRequest
+	25, // 33: hivemind.v1.Control.JoinToken:input_type -> hivemind.v1.JoinTokenRequest
+	27, // 34: hivemind.v1.Control.ListNodes:input_type -> hivemind.v1.ListNodesRequest
+	29, // 35: hivemind.v1.Control.DeployApp:input_type -> hivemind.v1.DeployAppRequest
+	31, // 36: hivemind.v1.Control.ListApps:input_type -> hivemind.v1.ListAppsRequest
+	34, // 37: hivemind.v1.Control.AppStatus:input_type -> hivemind.v1.AppStatusRequest
+	36, // 38: hivemind.v1.Control.ScaleApp:input_type -> hivemind.v1.ScaleAppRequest
+	38, // 39: hivemind.v1.Control.RemoveApp:input_type -> hivemind.v1.RemoveAppRequest
+	40, // 40: hivemind.v1.Control.RollbackApp:input_type -> hivemind.v1.RollbackAppRequest
+	41, // 41: hivemind.v1.Control.DrainNode:input_type -> hivemind.v1.DrainNodeRequest
+	43, // 42: hivemind.v1.Control.ActivateNode:input_type -> hivemind.v1.ActivateNodeRequest
+	46, // 43: hivemind.v1.Worker.Register:input_type -> hivemind.v1.RegisterRequest
+	49, // 44: hivemind.v1.Worker.Assignments:input_type -> hivemind.v1.AssignmentsRequest
+	51, // 45: hivemind.v1.Worker.Report:input_type -> hivemind.v1.ReportRequest
+	52, // 46: hivemind.v1.Worker.Endpoints:input_type -> hivemind.v1.EndpointsRequest
+	57, // 47: hivemind.v1.Peer.RaftStats:input_type -> hivemind.v1.RaftStatsRequest
+	24, // 48: hivemind.v1.Control.ClusterStatus:output_type -> hivemind.v1.ClusterStatusResponse
+	26, // 49: hivemind.v1.Control.JoinToken:output_type -> hivemind.v1.JoinTokenResponse
+	28, // 50: hivemind.v1.Control.ListNodes:output_type -> hivemind.v1.ListNodesResponse
+	30, // 51: hivemind.v1.Control.DeployApp:output_type -> hivemind.v1.DeployAppResponse
+	33, // 52: hivemind.v1.Control.ListApps:output_type -> hivemind.v1.ListAppsResponse
+	35, // 53: hivemind.v1.Control.AppStatus:output_type -> hivemind.v1.AppStatusResponse
+	37, // 54: hivemind.v1.Control.ScaleApp:output_type -> hivemind.v1.ScaleAppResponse
+	39, // 55: hivemind.v1.Control.RemoveApp:output_type -> hivemind.v1.RemoveAppResponse
+	45, // 56: hivemind.v1.Control.RollbackApp:output_type -> hivemind.v1.RollbackAppResponse
+	42, // 57: hivemind.v1.Control.DrainNode:output_type -> hivemind.v1.DrainNodeResponse
+	44, // 58: hivemind.v1.Control.ActivateNode:output_type -> hivemind.v1.ActivateNodeResponse
+	48, // 59: hivemind.v1.Worker.Register:output_type -> hivemind.v1.RegisterResponse
+	50, // 60: hivemind.v1.Worker.Assignments:output_type -> hivemind.v1.AssignmentsResponse
+	56, // 61: hivemind.v1.Worker.Report:output_type -> hivemind.v1.ReportResponse
+	55, // 62: hivemind.v1.Worker.Endpoints:output_type -> hivemind.v1.EndpointsResponse
+	23, // 63: hivemind.v1.Peer.RaftStats:output_type -> hivemind.v1.ManagerStatus
+	48, // [48:64] is the sub-list for method output_type
+	32, // [32:48] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_hivemind_proto_init() }
@@ -3663,7 +4154,7 @@ func file_hivemind_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hivemind_proto_rawDesc), len(file_hivemind_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

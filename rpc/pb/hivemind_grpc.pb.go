@@ -32,6 +32,8 @@ const (
 	Control_ScaleApp_FullMethodName      = "/hivemind.v1.Control/ScaleApp"
 	Control_RemoveApp_FullMethodName     = "/hivemind.v1.Control/RemoveApp"
 	Control_RollbackApp_FullMethodName   = "/hivemind.v1.Control/RollbackApp"
+	Control_DrainNode_FullMethodName     = "/hivemind.v1.Control/DrainNode"
+	Control_ActivateNode_FullMethodName  = "/hivemind.v1.Control/ActivateNode"
 )
 
 // ControlClient is the client API for Control service.
@@ -47,6 +49,8 @@ type ControlClient interface {
 	ScaleApp(ctx context.Context, in *ScaleAppRequest, opts ...grpc.CallOption) (*ScaleAppResponse, error)
 	RemoveApp(ctx context.Context, in *RemoveAppRequest, opts ...grpc.CallOption) (*RemoveAppResponse, error)
 	RollbackApp(ctx context.Context, in *RollbackAppRequest, opts ...grpc.CallOption) (*RollbackAppResponse, error)
+	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
+	ActivateNode(ctx context.Context, in *ActivateNodeRequest, opts ...grpc.CallOption) (*ActivateNodeResponse, error)
 }
 
 type controlClient struct {
@@ -147,6 +151,26 @@ func (c *controlClient) RollbackApp(ctx context.Context, in *RollbackAppRequest,
 	return out, nil
 }
 
+func (c *controlClient) DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainNodeResponse)
+	err := c.cc.Invoke(ctx, Control_DrainNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) ActivateNode(ctx context.Context, in *ActivateNodeRequest, opts ...grpc.CallOption) (*ActivateNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ActivateNodeResponse)
+	err := c.cc.Invoke(ctx, Control_ActivateNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -160,6 +184,8 @@ type ControlServer interface {
 	ScaleApp(context.Context, *ScaleAppRequest) (*ScaleAppResponse, error)
 	RemoveApp(context.Context, *RemoveAppRequest) (*RemoveAppResponse, error)
 	RollbackApp(context.Context, *RollbackAppRequest) (*RollbackAppResponse, error)
+	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
+	ActivateNode(context.Context, *ActivateNodeRequest) (*ActivateNodeResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -196,6 +222,12 @@ func (UnimplementedControlServer) RemoveApp(context.Context, *RemoveAppRequest) 
 }
 func (UnimplementedControlServer) RollbackApp(context.Context, *RollbackAppRequest) (*RollbackAppResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RollbackApp not implemented")
+}
+func (UnimplementedControlServer) DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DrainNode not implemented")
+}
+func (UnimplementedControlServer) ActivateNode(context.Context, *ActivateNodeRequest) (*ActivateNodeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ActivateNode not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -380,6 +412,42 @@ func _Control_RollbackApp_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_DrainNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).DrainNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_DrainNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).DrainNode(ctx, req.(*DrainNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_ActivateNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ActivateNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).ActivateNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_ActivateNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).ActivateNode(ctx, req.(*ActivateNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -423,6 +491,14 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RollbackApp",
 			Handler:    _Control_RollbackApp_Handler,
 		},
+		{
+			MethodName: "DrainNode",
+			Handler:    _Control_DrainNode_Handler,
+		},
+		{
+			MethodName: "ActivateNode",
+			Handler:    _Control_ActivateNode_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "hivemind.proto",
@@ -432,6 +508,7 @@ const (
 	Worker_Register_FullMethodName    = "/hivemind.v1.Worker/Register"
 	Worker_Assignments_FullMethodName = "/hivemind.v1.Worker/Assignments"
 	Worker_Report_FullMethodName      = "/hivemind.v1.Worker/Report"
+	Worker_Endpoints_FullMethodName   = "/hivemind.v1.Worker/Endpoints"
 )
 
 // WorkerClient is the client API for Worker service.
@@ -443,6 +520,10 @@ type WorkerClient interface {
 	// time it changes. Any manager serves it from its own replica.
 	Assignments(ctx context.Context, in *AssignmentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AssignmentsResponse], error)
 	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
+	// Endpoints streams the healthy, not draining tasks of every app, the
+	// whole set each time it changes, for the worker's ingress and DNS. Any
+	// manager serves it from its own replica.
+	Endpoints(ctx context.Context, in *EndpointsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[EndpointsResponse], error)
 }
 
 type workerClient struct {
@@ -492,6 +573,25 @@ func (c *workerClient) Report(ctx context.Context, in *ReportRequest, opts ...gr
 	return out, nil
 }
 
+func (c *workerClient) Endpoints(ctx context.Context, in *EndpointsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[EndpointsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Worker_ServiceDesc.Streams[1], Worker_Endpoints_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[EndpointsRequest, EndpointsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_EndpointsClient = grpc.ServerStreamingClient[EndpointsResponse]
+
 // WorkerServer is the server API for Worker service.
 // All implementations must embed UnimplementedWorkerServer
 // for forward compatibility.
@@ -501,6 +601,10 @@ type WorkerServer interface {
 	// time it changes. Any manager serves it from its own replica.
 	Assignments(*AssignmentsRequest, grpc.ServerStreamingServer[AssignmentsResponse]) error
 	Report(context.Context, *ReportRequest) (*ReportResponse, error)
+	// Endpoints streams the healthy, not draining tasks of every app, the
+	// whole set each time it changes, for the worker's ingress and DNS. Any
+	// manager serves it from its own replica.
+	Endpoints(*EndpointsRequest, grpc.ServerStreamingServer[EndpointsResponse]) error
 	mustEmbedUnimplementedWorkerServer()
 }
 
@@ -519,6 +623,9 @@ func (UnimplementedWorkerServer) Assignments(*AssignmentsRequest, grpc.ServerStr
 }
 func (UnimplementedWorkerServer) Report(context.Context, *ReportRequest) (*ReportResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Report not implemented")
+}
+func (UnimplementedWorkerServer) Endpoints(*EndpointsRequest, grpc.ServerStreamingServer[EndpointsResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Endpoints not implemented")
 }
 func (UnimplementedWorkerServer) mustEmbedUnimplementedWorkerServer() {}
 func (UnimplementedWorkerServer) testEmbeddedByValue()                {}
@@ -588,6 +695,17 @@ func _Worker_Report_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Worker_Endpoints_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(EndpointsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(WorkerServer).Endpoints(m, &grpc.GenericServerStream[EndpointsRequest, EndpointsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Worker_EndpointsServer = grpc.ServerStreamingServer[EndpointsResponse]
+
 // Worker_ServiceDesc is the grpc.ServiceDesc for Worker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -608,6 +726,11 @@ var Worker_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Assignments",
 			Handler:       _Worker_Assignments_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Endpoints",
+			Handler:       _Worker_Endpoints_Handler,
 			ServerStreams: true,
 		},
 	},
