@@ -85,9 +85,10 @@ func (a *applier) deployApp(cmd *pb.DeployAppCmd) error {
 
 // removeApp deletes the app and its deployments; ErrAppNotFound if it is
 // missing. Each task of the app with desired "run" gets desired "stop",
-// stop_requested_at and the message "app removed" (a failed task keeps
-// its worker's message); tasks already asked to stop keep their reason. The tasks stay until their workers report
-// them stopped and the leader deletes them with DeleteTasks.
+// stop_requested_at, stop_index and the message "app removed" (a failed
+// task keeps its worker's message); tasks already asked to stop keep
+// their reason. The tasks stay until their workers report them stopped
+// and the leader deletes them with DeleteTasks.
 func (a *applier) removeApp(cmd *pb.RemoveAppCmd) error {
 	app := a.app(cmd.Name)
 	if app == nil {
@@ -142,8 +143,10 @@ func (a *applier) scaleApp(cmd *pb.ScaleAppCmd) error {
 
 // plan inserts each task of create (an existing id is skipped), asks each
 // task of stop with desired "run" to stop (stop_reason becomes its
-// message unless it failed with a message of its own), upserts the deployment when
-// its app exists, and moves the app's version pointers when set.
+// message unless it failed with a message of its own), takes each task
+// of rotated_out that is desired "stop" out of rotation, upserts the
+// deployment when its app exists, and moves the app's version pointers
+// when set.
 func (a *applier) plan(cmd *pb.PlanCmd) error {
 	// Never place a task twice: an id that exists is skipped, so a plan
 	// replayed by a new leader is harmless.
@@ -167,6 +170,18 @@ func (a *applier) plan(cmd *pb.PlanCmd) error {
 			continue
 		}
 		if err := a.stopTask(t, cmd.StopReason, cmd.At); err != nil {
+			return err
+		}
+	}
+
+	// Only a task asked to stop can leave the rotation; a stale id or
+	// a second acknowledgement changes nothing.
+	for _, id := range cmd.RotatedOut {
+		t := a.task(id)
+		if t == nil || t.Desired != pb.DesiredStop || t.OutOfRotation {
+			continue
+		}
+		if err := a.rotateOut(t, cmd.At); err != nil {
 			return err
 		}
 	}
@@ -197,9 +212,14 @@ func (a *applier) plan(cmd *pb.PlanCmd) error {
 	return a.insert(tableApps, app)
 }
 
+// taskReports applies each report to its task (see report) and records
+// the endpoint set the node's ingress serves, when the worker sent one.
 func (a *applier) taskReports(cmd *pb.TaskReportsCmd) error {
 	if cmd.Node == "" {
 		return fmt.Errorf("task reports: no node: %w", ErrInvalid)
+	}
+	if err := a.endpointsIndex(cmd.Node, cmd.EndpointsIndex); err != nil {
+		return err
 	}
 	for _, r := range cmd.Reports {
 		old := a.task(r.GetTaskId())
@@ -219,6 +239,19 @@ func (a *applier) taskReports(cmd *pb.TaskReportsCmd) error {
 		}
 	}
 	return nil
+}
+
+// endpointsIndex sets the node's endpoints_index to index. Zero (an
+// older worker, or none served yet) and an unknown node change nothing.
+func (a *applier) endpointsIndex(name string, index uint64) error {
+	old := a.node(name)
+	if index == 0 || old == nil || old.EndpointsIndex == index {
+		return nil
+	}
+	n := proto.CloneOf(old)
+	n.EndpointsIndex = index
+	n.ModifyIndex = a.index
+	return a.insert(tableNodes, n)
 }
 
 // report applies a worker's report to t, a private copy.
@@ -272,14 +305,26 @@ func (a *applier) setMeta(cmd *pb.SetMetaCmd) error {
 
 // stopTask sets desired "stop" on a stored task, with reason as its
 // message unless the task failed and its worker said why: that message
-// is what people need to see.
+// is what people need to see. stop_index records this entry, so that
+// the leader can tell which endpoint sets a worker serves still hold
+// the task.
 func (a *applier) stopTask(old *pb.Task, reason string, at int64) error {
 	t := proto.CloneOf(old)
 	t.Desired = pb.DesiredStop
 	t.StopRequestedAt = at
+	t.StopIndex = a.index
 	if t.State != pb.TaskFailed || t.Message == "" {
 		t.Message = reason
 	}
+	t.ModifyIndex = a.index
+	return a.insert(tableTasks, t)
+}
+
+// rotateOut marks a stored task out of rotation at the leader's time.
+func (a *applier) rotateOut(old *pb.Task, at int64) error {
+	t := proto.CloneOf(old)
+	t.OutOfRotation = true
+	t.OutOfRotationAt = at
 	t.ModifyIndex = a.index
 	return a.insert(tableTasks, t)
 }

@@ -160,13 +160,15 @@ func TestApply(t *testing.T) {
 				}
 				t1 := s.Task("t1")
 				if t1.Desired != pb.DesiredStop || t1.StopRequestedAt != 900 ||
-					t1.Message != "app removed" || t1.ModifyIndex != index {
-					t.Errorf("t1 = %v, want stop at 900, app removed", t1)
+					t1.Message != "app removed" || t1.ModifyIndex != index ||
+					t1.StopIndex != index {
+					t.Errorf("t1 = %v, want stop at 900 (index %d), app removed",
+						t1, index)
 				}
-				// t2 was already stopping: its reason and time stay.
+				// t2 was already stopping: its reason, time and index stay.
 				if t2 := s.Task("t2"); t2.StopRequestedAt != 5 ||
-					t2.Message != "scaled down" {
-					t.Errorf("t2 = %v, want untouched", t2)
+					t2.Message != "scaled down" || t2.StopIndex != 3 {
+					t.Errorf("t2 = %v, want untouched, stop index 3", t2)
 				}
 				if o1 := s.Task("o1"); o1.Desired != pb.DesiredRun {
 					t.Errorf("task of another app stopped: %v", o1)
@@ -302,8 +304,81 @@ func TestApply(t *testing.T) {
 			check: func(t *testing.T, s *Snapshot, index uint64) {
 				t1 := s.Task("t1")
 				if t1.Desired != pb.DesiredStop || t1.StopRequestedAt != 70 ||
-					t1.Message != "replaced" {
-					t.Errorf("t1 = %v, want stop at 70, replaced", t1)
+					t1.Message != "replaced" || t1.StopIndex != index {
+					t.Errorf("t1 = %v, want stop at 70 (index %d), replaced",
+						t1, index)
+				}
+				if t1.OutOfRotation {
+					t.Errorf("t1 out of rotation before any plan said so")
+				}
+			},
+		},
+		{
+			name: "plan stop of a stopping task keeps its stop index",
+			setup: []cmd{
+				plan(&pb.PlanCmd{Create: []*pb.Task{task("t1", "web", "w1", 1)}}),
+				plan(&pb.PlanCmd{Stop: []string{"t1"}, StopReason: "replaced",
+					At: 70}),
+			},
+			cmd: plan(&pb.PlanCmd{Stop: []string{"t1"},
+				StopReason: "scaled down", At: 80}),
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				t1 := s.Task("t1")
+				if t1.StopIndex != 2 || t1.StopRequestedAt != 70 ||
+					t1.ModifyIndex != 2 {
+					t.Errorf("t1 = %v, want stop index 2 untouched", t1)
+				}
+			},
+		},
+		{
+			name: "plan rotated out",
+			setup: []cmd{
+				plan(&pb.PlanCmd{Create: []*pb.Task{
+					task("t1", "web", "w1", 1), task("t2", "web", "w1", 1),
+					task("t3", "web", "w1", 1)}}),
+				plan(&pb.PlanCmd{Stop: []string{"t1", "t3"},
+					StopReason: "replaced", At: 70}),
+				plan(&pb.PlanCmd{RotatedOut: []string{"t3"}, At: 75}),
+			},
+			cmd: plan(&pb.PlanCmd{
+				RotatedOut: []string{"t1", "t2", "t3", "missing"}, At: 80}),
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				tests := []struct {
+					id     string
+					out    bool
+					at     int64
+					modify uint64
+				}{
+					{"t1", true, 80, index}, // stopping: leaves the rotation
+					{"t2", false, 0, 1},     // desired run: stays
+					{"t3", true, 75, 3},     // already out: keeps its time
+				}
+				for _, tt := range tests {
+					got := s.Task(tt.id)
+					if got.OutOfRotation != tt.out ||
+						got.OutOfRotationAt != tt.at ||
+						got.ModifyIndex != tt.modify {
+						t.Errorf("%s = %v, want out_of_rotation %v at %d, "+
+							"modify %d", tt.id, got, tt.out, tt.at, tt.modify)
+					}
+				}
+				if s.Task("missing") != nil {
+					t.Errorf("rotated_out created task missing")
+				}
+			},
+		},
+		{
+			name: "plan stops and rotates out in one entry",
+			setup: []cmd{plan(&pb.PlanCmd{
+				Create: []*pb.Task{task("t1", "web", "w1", 1)}})},
+			cmd: plan(&pb.PlanCmd{Stop: []string{"t1"}, StopReason: "node down",
+				RotatedOut: []string{"t1"}, At: 90}),
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				t1 := s.Task("t1")
+				if t1.Desired != pb.DesiredStop || t1.StopIndex != index ||
+					!t1.OutOfRotation || t1.OutOfRotationAt != 90 {
+					t.Errorf("t1 = %v, want stopped and out of rotation at 90",
+						t1)
 				}
 			},
 		},
@@ -437,6 +512,48 @@ func TestApply(t *testing.T) {
 				}
 				if s.Task("missing") != nil {
 					t.Errorf("a report created task missing")
+				}
+			},
+		},
+		{
+			name:  "report sets the node's endpoints index",
+			setup: []cmd{node("w1")},
+			cmd: cmd{TaskReportsType, &pb.TaskReportsCmd{Node: "w1", At: 300,
+				EndpointsIndex: 7}},
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				n := s.Node("w1")
+				if n.EndpointsIndex != 7 || n.ModifyIndex != index ||
+					n.CreateIndex != 1 {
+					t.Errorf("w1 = %v, want endpoints index 7, modify %d",
+						n, index)
+				}
+			},
+		},
+		{
+			name: "report without endpoints index keeps the node's",
+			setup: []cmd{node("w1"),
+				plan(&pb.PlanCmd{Create: []*pb.Task{task("t1", "web", "w1", 1)}}),
+				{TaskReportsType, &pb.TaskReportsCmd{Node: "w1", At: 300,
+					EndpointsIndex: 7}},
+			},
+			cmd: reports("w1", 400, &pb.TaskReport{TaskId: "t1",
+				State: pb.TaskRunning}),
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				if n := s.Node("w1"); n.EndpointsIndex != 7 || n.ModifyIndex != 3 {
+					t.Errorf("w1 = %v, want endpoints index 7, modify 3", n)
+				}
+				if t1 := s.Task("t1"); t1.State != pb.TaskRunning {
+					t.Errorf("t1 = %v, want running", t1)
+				}
+			},
+		},
+		{
+			name: "endpoints index of an unknown node",
+			cmd: cmd{TaskReportsType, &pb.TaskReportsCmd{Node: "w9", At: 300,
+				EndpointsIndex: 7}},
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				if n := s.Node("w9"); n != nil {
+					t.Errorf("a report created node %v", n)
 				}
 			},
 		},

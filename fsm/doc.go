@@ -26,10 +26,13 @@
 //     a fresh store from it and swaps it in as a whole, so readers see
 //     either the old state or the new one, never a mix.
 //
-// What each command does is written on its handler in apply.go. Three
+// What each command does is written on its handler in apply.go. Some
 // rules there are easy to miss. A task asked to stop (by Plan or
 // RemoveApp) gets the stop reason as its message, unless it failed and its
-// worker said why: that message stays. RemoveApp deletes the app and all of its
+// worker said why: that message stays. It also gets stop_index, the index
+// of that entry: a worker whose reported endpoints_index (TaskReports) is
+// at least that serves an endpoint set without the task, and once every
+// live worker does, the leader names the task in a Plan's rotated_out. RemoveApp deletes the app and all of its
 // deployments at once, so a new app of the same name starts with no
 // history; the app's tasks stay, marked desired "stop" with the message
 // "app removed", until their workers report them stopped and the leader

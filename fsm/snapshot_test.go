@@ -31,6 +31,10 @@ func fullState(t *testing.T, f *FSM) uint64 {
 			State: pb.TaskRunning, Healthy: true}),
 		reports("w2", 310, &pb.TaskReport{TaskId: "t2",
 			State: pb.TaskFailed, ExitCode: 1, Message: "boom"}),
+		plan(&pb.PlanCmd{Stop: []string{"t2"}, StopReason: "failed",
+			RotatedOut: []string{"t2"}, At: 320}),
+		{TaskReportsType, &pb.TaskReportsCmd{Node: "w1", At: 330,
+			EndpointsIndex: 9}},
 	}
 	applyAll(t, f, cmds)
 	return uint64(len(cmds))
