@@ -5,9 +5,10 @@
 // Control methods (except ClusterStatus), Worker.Register and Worker.Report
 // run on the Raft leader: a follower forwards them, with the caller's
 // deadline, to the leader's gRPC address. Reads are forwarded too, so a
-// client always sees its own writes. Worker.Assignments is served from the
-// local replica on any manager, so workers keep their assignments while the
-// cluster has no leader.
+// client always sees its own writes. Worker.Assignments and
+// Worker.Endpoints are served from the local replica on any manager, so
+// workers keep their assignments, ingress and DNS while the cluster has no
+// leader.
 //
 // The package owns the translation between requests and Raft commands and
 // between Go errors and gRPC status codes. It never applies state itself

@@ -22,19 +22,22 @@ const forwardedKey = "x-hivemind-forwarded-by"
 
 // leaderOnly lists the methods that must run on the leader, each with a
 // constructor for its response so the forwarder can invoke it on the
-// leader without a typed client per method. Control.ClusterStatus and
-// Worker.Assignments are absent on purpose: any manager answers them.
+// leader without a typed client per method. Control.ClusterStatus,
+// Worker.Assignments and Worker.Endpoints are absent on purpose: any
+// manager answers them.
 var leaderOnly = map[string]func() proto.Message{
-	pb.Control_JoinToken_FullMethodName:   func() proto.Message { return new(pb.JoinTokenResponse) },
-	pb.Control_ListNodes_FullMethodName:   func() proto.Message { return new(pb.ListNodesResponse) },
-	pb.Control_DeployApp_FullMethodName:   func() proto.Message { return new(pb.DeployAppResponse) },
-	pb.Control_ListApps_FullMethodName:    func() proto.Message { return new(pb.ListAppsResponse) },
-	pb.Control_AppStatus_FullMethodName:   func() proto.Message { return new(pb.AppStatusResponse) },
-	pb.Control_ScaleApp_FullMethodName:    func() proto.Message { return new(pb.ScaleAppResponse) },
-	pb.Control_RemoveApp_FullMethodName:   func() proto.Message { return new(pb.RemoveAppResponse) },
-	pb.Control_RollbackApp_FullMethodName: func() proto.Message { return new(pb.RollbackAppResponse) },
-	pb.Worker_Register_FullMethodName:     func() proto.Message { return new(pb.RegisterResponse) },
-	pb.Worker_Report_FullMethodName:       func() proto.Message { return new(pb.ReportResponse) },
+	pb.Control_JoinToken_FullMethodName:    func() proto.Message { return new(pb.JoinTokenResponse) },
+	pb.Control_ListNodes_FullMethodName:    func() proto.Message { return new(pb.ListNodesResponse) },
+	pb.Control_DeployApp_FullMethodName:    func() proto.Message { return new(pb.DeployAppResponse) },
+	pb.Control_ListApps_FullMethodName:     func() proto.Message { return new(pb.ListAppsResponse) },
+	pb.Control_AppStatus_FullMethodName:    func() proto.Message { return new(pb.AppStatusResponse) },
+	pb.Control_ScaleApp_FullMethodName:     func() proto.Message { return new(pb.ScaleAppResponse) },
+	pb.Control_RemoveApp_FullMethodName:    func() proto.Message { return new(pb.RemoveAppResponse) },
+	pb.Control_RollbackApp_FullMethodName:  func() proto.Message { return new(pb.RollbackAppResponse) },
+	pb.Control_DrainNode_FullMethodName:    func() proto.Message { return new(pb.DrainNodeResponse) },
+	pb.Control_ActivateNode_FullMethodName: func() proto.Message { return new(pb.ActivateNodeResponse) },
+	pb.Worker_Register_FullMethodName:      func() proto.Message { return new(pb.RegisterResponse) },
+	pb.Worker_Report_FullMethodName:        func() proto.Message { return new(pb.ReportResponse) },
 }
 
 // forwardUnary runs leader-only methods locally on the leader and

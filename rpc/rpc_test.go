@@ -781,6 +781,16 @@ func TestForwarding(t *testing.T) {
 		}
 	})
 
+	t.Run("drain goes to the leader", func(t *testing.T) {
+		_, err := follower.ctl.DrainNode(ctxT(t), &pb.DrainNodeRequest{Name: "w1"})
+		if err != nil {
+			t.Fatalf("drain through follower: %v", err)
+		}
+		if n := leader.raft.fsm.State().Node("w1"); n.GetStatus() != pb.NodeDraining {
+			t.Errorf("leader's node w1 = %v, want draining", n)
+		}
+	})
+
 	t.Run("no leader", func(t *testing.T) {
 		follower.raft.set(func(r *fakeRaft) { r.leaderName = "" })
 		_, err := follower.ctl.ListApps(ctxT(t), &pb.ListAppsRequest{})

@@ -15,7 +15,8 @@ import (
 )
 
 // workerServer implements pb.WorkerServer. Register and Report run on
-// the leader (forwarded by forwardUnary); Assignments runs anywhere.
+// the leader (forwarded by forwardUnary); Assignments and Endpoints run
+// anywhere.
 type workerServer struct {
 	pb.UnimplementedWorkerServer
 	s *Server
@@ -148,20 +149,22 @@ func sameTasks(a, b []*pb.Task) bool {
 }
 
 // Report records the task states a worker observed, stamped with the
-// leader's clock.
+// leader's clock, and the index of the endpoint set it serves: that
+// acknowledgement alone is worth an entry, as a draining task waits on it.
 func (w *workerServer) Report(ctx context.Context,
 	req *pb.ReportRequest) (*pb.ReportResponse, error) {
 
 	if req.GetNode() == "" {
 		return nil, status.Error(codes.InvalidArgument, "node: required")
 	}
-	if len(req.GetReports()) == 0 {
+	if len(req.GetReports()) == 0 && req.GetEndpointsIndex() == 0 {
 		return &pb.ReportResponse{}, nil
 	}
 	cmd := &pb.TaskReportsCmd{
-		Node:    req.GetNode(),
-		Reports: req.GetReports(),
-		At:      w.s.cfg.Now().UnixNano(),
+		Node:           req.GetNode(),
+		Reports:        req.GetReports(),
+		At:             w.s.cfg.Now().UnixNano(),
+		EndpointsIndex: req.GetEndpointsIndex(),
 	}
 	if _, err := w.s.cfg.Raft.Propose(ctx, fsm.TaskReportsType, cmd); err != nil {
 		return nil, toStatus(fmt.Errorf("node %q: report: %w", req.GetNode(), err))

@@ -1,0 +1,109 @@
+package rpc
+
+import (
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// Endpoints streams the endpoint set from the local replica: the whole
+// set at once, then again each time it changes, until the caller goes
+// away or the server shuts down. Any manager serves it, so a worker's
+// ingress and DNS follow the cluster while no leader exists.
+//
+// A set goes out when its services differ from the last one sent (the
+// index alone does not count), and also when a task was asked to stop
+// after the last index sent: the worker then acknowledges an index at or
+// past the task's stop_index even if the task was never in the set (an
+// unhealthy task), so the leader need not wait out its rotation bound.
+func (w *workerServer) Endpoints(req *pb.EndpointsRequest,
+	stream grpc.ServerStreamingServer[pb.EndpointsResponse]) error {
+
+	if req.GetNode() == "" {
+		return status.Error(codes.InvalidArgument, "node: required")
+	}
+	ctx := stream.Context()
+	var last *pb.EndpointsResponse
+	for {
+		// Take the channel before the snapshot so that no change
+		// between the two is missed.
+		changed := w.s.store.Changed()
+		snap := w.s.store.Snapshot()
+		resp := &pb.EndpointsResponse{
+			Index:    snap.Index(),
+			Services: endpointSet(snap),
+		}
+
+		if last == nil || !sameServices(resp, last) ||
+			lastStopIndex(snap) > last.GetIndex() {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			last = resp
+		}
+
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		case <-w.s.done:
+			return status.Error(codes.Unavailable, "manager is shutting down")
+		}
+	}
+}
+
+// endpointSet lists every app, sorted by name, with the ports of its
+// current version and its endpoint tasks sorted by id: those desired to
+// run, running and healthy, on a node in the store that is not down. A
+// task on a draining node stays until its replacement has taken over.
+// An app with no endpoint task is listed too, so that its ingress ports
+// stay published.
+func endpointSet(snap *fsm.Snapshot) []*pb.ServiceEndpoints {
+	live := make(map[string]bool)
+	for _, n := range snap.Nodes() {
+		live[n.GetName()] = n.GetStatus() != pb.NodeDown
+	}
+
+	apps := snap.Apps()
+	out := make([]*pb.ServiceEndpoints, 0, len(apps))
+	for _, app := range apps {
+		svc := &pb.ServiceEndpoints{
+			App:   app.GetName(),
+			Ports: fsm.SpecOf(app, app.GetVersion()).GetPorts(),
+		}
+		for _, t := range snap.TasksByApp(app.GetName()) {
+			if t.GetDesired() != pb.DesiredRun || t.GetState() != pb.TaskRunning ||
+				!t.GetHealthy() || !live[t.GetNode()] {
+				continue
+			}
+			svc.Endpoints = append(svc.Endpoints, &pb.Endpoint{
+				TaskId:  t.GetId(),
+				Address: t.GetAddress(),
+				Ports:   t.GetPorts(),
+			})
+		}
+		out = append(out, svc)
+	}
+	return out
+}
+
+// sameServices compares two responses' sets, ignoring their indexes.
+func sameServices(a, b *pb.EndpointsResponse) bool {
+	return proto.Equal(&pb.EndpointsResponse{Services: a.GetServices()},
+		&pb.EndpointsResponse{Services: b.GetServices()})
+}
+
+// lastStopIndex is the highest stop_index of the tasks desired to stop.
+func lastStopIndex(snap *fsm.Snapshot) uint64 {
+	var max uint64
+	for _, t := range snap.Tasks() {
+		if t.GetDesired() == pb.DesiredStop && t.GetStopIndex() > max {
+			max = t.GetStopIndex()
+		}
+	}
+	return max
+}
