@@ -50,6 +50,10 @@ type Config struct {
 	// WorkerGrace is how long a worker's gossip member must be dead, and
 	// this engine enabled, before the worker is marked down (default 5s).
 	WorkerGrace time.Duration
+	// RotationBound is how long a task asked to stop waits for every
+	// live worker to confirm it has left their ingress and DNS before it
+	// is taken out of rotation anyway, with a warning (default 5s).
+	RotationBound time.Duration
 	// NewID returns IDs for tasks and deployments (default: 16 hex
 	// characters from crypto/rand).
 	NewID func() string
@@ -59,11 +63,12 @@ type Config struct {
 // required fields empty.
 func DefaultConfig() Config {
 	return Config{
-		Logger:      hclog.NewNullLogger(),
-		Clock:       systemClock{},
-		Interval:    250 * time.Millisecond,
-		WorkerGrace: 5 * time.Second,
-		NewID:       NewID,
+		Logger:        hclog.NewNullLogger(),
+		Clock:         systemClock{},
+		Interval:      250 * time.Millisecond,
+		WorkerGrace:   5 * time.Second,
+		RotationBound: 5 * time.Second,
+		NewID:         NewID,
 	}
 }
 
@@ -76,7 +81,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: no store", ErrInvalidConfig)
 	case c.Liveness == nil:
 		return fmt.Errorf("%w: no liveness", ErrInvalidConfig)
-	case c.Interval < 0 || c.WorkerGrace < 0:
+	case c.Interval < 0 || c.WorkerGrace < 0 || c.RotationBound < 0:
 		return fmt.Errorf("%w: negative duration", ErrInvalidConfig)
 	}
 	return nil
@@ -96,6 +101,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WorkerGrace == 0 {
 		c.WorkerGrace = d.WorkerGrace
+	}
+	if c.RotationBound == 0 {
+		c.RotationBound = d.RotationBound
 	}
 	if c.NewID == nil {
 		c.NewID = d.NewID

@@ -9,6 +9,12 @@
 // liveness, one PlanCmd per app (a rollout batch or a reconcile pass) and
 // garbage collection of finished tasks.
 //
+// A task asked to stop leaves the ingress and DNS rotation (rotated_out)
+// once every live worker has confirmed an endpoint set without it, or
+// after Config.RotationBound; only then does its worker stop it. Tasks on
+// a draining node are replaced start first and health gated, in batches,
+// as in a rollout.
+//
 // The engine keeps nothing in memory that a successor would need: counters,
 // deadlines and the rollback flag live in the Deployment, and every
 // decision is derived again from the store on each Step. A new leader's

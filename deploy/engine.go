@@ -97,7 +97,9 @@ func (e *Engine) run(ctx context.Context, done chan struct{}) {
 }
 
 // Step makes one pass: cluster meta, manager nodes, worker liveness, one
-// plan per app and garbage collection, each proposed as needed. It reads
+// plan per app (with the app's tasks that may leave the rotation), one
+// for the rotation of removed apps' tasks and garbage collection, each
+// proposed as needed. It reads
 // the store afresh before each app so that the plans of one step see each
 // other's placements. Errors of the parts are joined; a failed part is
 // decided again on the next Step.
@@ -114,21 +116,27 @@ func (e *Engine) Step(ctx context.Context) error {
 		e.checkWorkers(ctx, snap, now),
 	}
 
+	alive := e.aliveMembers()
 	for _, app := range e.cfg.Store.Snapshot().Apps() {
 		if ctx.Err() != nil {
 			break
 		}
-		if err := e.stepApp(ctx, app.GetName(), now); err != nil {
+		if err := e.stepApp(ctx, app.GetName(), now, alive); err != nil {
 			errs = append(errs, fmt.Errorf("app %q: %w", app.GetName(), err))
 		}
 	}
 
-	errs = append(errs, e.collect(ctx, e.cfg.Store.Snapshot(), now), ctx.Err())
+	errs = append(errs,
+		e.rotateOrphans(ctx, e.cfg.Store.Snapshot(), now, alive),
+		e.collect(ctx, e.cfg.Store.Snapshot(), now),
+		ctx.Err())
 	return errors.Join(errs...)
 }
 
-// stepApp advances the app's running deployment, or reconciles the app.
-func (e *Engine) stepApp(ctx context.Context, name string, now time.Time) error {
+// stepApp advances the app's running deployment, or reconciles the app,
+// and takes the app's stopping tasks out of rotation as they may leave.
+func (e *Engine) stepApp(ctx context.Context, name string, now time.Time,
+	alive map[string]bool) error {
 	snap := e.cfg.Store.Snapshot()
 	app := snap.App(name)
 	if app == nil {
@@ -141,6 +149,7 @@ func (e *Engine) stepApp(ctx context.Context, name string, now time.Time) error 
 	} else {
 		p = e.reconcile(snap, app, d, now)
 	}
+	e.rotate(newView(snap, now), p, snap.TasksByApp(name), alive)
 	return e.submit(ctx, p)
 }
 
@@ -157,6 +166,9 @@ func (e *Engine) submit(ctx context.Context, p *plan) error {
 	if len(cmd.GetCreate()) > 0 || len(cmd.GetStop()) > 0 {
 		log.Debug("plan applied", "create", len(cmd.GetCreate()),
 			"stop", len(cmd.GetStop()), "reason", cmd.GetStopReason())
+	}
+	if len(cmd.GetRotatedOut()) > 0 {
+		log.Debug("tasks out of rotation", "task_ids", cmd.GetRotatedOut())
 	}
 	if d := cmd.GetDeployment(); d != nil && d.GetStatus() != pb.DeploymentRunning {
 		log.Info("deployment finished", "deployment", d.GetId(),
@@ -226,6 +238,10 @@ func (e *Engine) syncManagers(ctx context.Context, snap *fsm.Snapshot, now time.
 	return errors.Join(errs...)
 }
 
+// maxWarned is how many warning keys warnOnce keeps before it forgets
+// those older than its minute.
+const maxWarned = 1024
+
 // warnOnce logs msg at warn level at most once a minute per key; a
 // condition that persists is checked on every step.
 func (e *Engine) warnOnce(key, msg string, args ...interface{}) {
@@ -234,6 +250,14 @@ func (e *Engine) warnOnce(key, msg string, args ...interface{}) {
 	now := e.cfg.Clock.Now()
 	if last, ok := e.warned[key]; ok && now.Sub(last) < time.Minute {
 		return
+	}
+	if len(e.warned) > maxWarned {
+		// Keys name tasks too; forget those that went quiet.
+		for k, last := range e.warned {
+			if now.Sub(last) >= time.Minute {
+				delete(e.warned, k)
+			}
+		}
 	}
 	e.warned[key] = now
 	e.log.Warn(msg, args...)

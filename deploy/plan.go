@@ -22,6 +22,10 @@ type plan struct {
 	stopped map[string]bool
 	reasons []string // distinct stop reasons, in order
 
+	// rotatedOut are tasks asked to stop earlier that may now leave the
+	// ingress and DNS rotation.
+	rotatedOut []string
+
 	deployment    *pb.Deployment
 	appVersion    uint64
 	stableVersion uint64
@@ -48,7 +52,7 @@ func (p *plan) stopTask(t *pb.Task, reason string) {
 
 func (p *plan) empty() bool {
 	return len(p.create) == 0 && len(p.stop) == 0 && p.deployment == nil &&
-		p.appVersion == 0 && p.stableVersion == 0
+		p.appVersion == 0 && p.stableVersion == 0 && len(p.rotatedOut) == 0
 }
 
 // command returns the PlanCmd. A plan has one stop reason, so the
@@ -64,6 +68,7 @@ func (p *plan) command() *pb.PlanCmd {
 		App:           p.app,
 		AppVersion:    p.appVersion,
 		StableVersion: p.stableVersion,
+		RotatedOut:    p.rotatedOut,
 		At:            p.now.UnixNano(),
 	}
 }
@@ -88,6 +93,13 @@ func newView(snap *fsm.Snapshot, now time.Time) *view {
 func (v *view) lost(t *pb.Task) bool {
 	n := v.nodes[t.GetNode()]
 	return n == nil || n.GetStatus() == pb.NodeDown
+}
+
+// moving reports whether t runs on a draining node: it must move to
+// another node before it stops.
+func (v *view) moving(t *pb.Task) bool {
+	n := v.nodes[t.GetNode()]
+	return n != nil && n.GetStatus() == pb.NodeDraining
 }
 
 // exited reports whether t's container ended although it should run.

@@ -24,7 +24,8 @@ import (
 // by progress_deadline. With auto_rollback the same deployment then
 // targets from_version, keeping the failure in rollback_reason for its
 // final description; otherwise it ends failed. Tasks on down nodes are
-// replaced, never counted as failures.
+// replaced, never counted as failures; tasks on draining nodes count as
+// old, whatever their version.
 //
 // Every decision is derived from the store, so any leader may take the
 // next step.
@@ -62,7 +63,8 @@ func (e *Engine) rollout(snap *fsm.Snapshot, app *pb.App, d0 *pb.Deployment, now
 		switch {
 		case v.lost(t):
 			p.stopTask(t, "node down")
-		case !m.match(t):
+		case !m.match(t) || v.moving(t):
+			// A task on a draining node is replaced like an old one.
 			old = append(old, t)
 		case exited(t) || (t.GetEverHealthy() && !t.GetHealthy()):
 			p.stopTask(t, fmt.Sprintf("failed in deployment %s", d.GetId()))
