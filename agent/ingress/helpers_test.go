@@ -1,0 +1,281 @@
+package ingress
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// waitFor polls cond until it returns nil, failing the test with cond's
+// last error after d.
+func waitFor(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", d, err)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// testLogger routes logs to t.Log until the test ends.
+func testLogger(t testing.TB) hclog.Logger {
+	w := &tWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   t.Name(),
+		Level:  hclog.Debug,
+		Output: w,
+	})
+}
+
+type tWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// newProxy returns a proxy on 127.0.0.1, closed when the test ends.
+func newProxy(t testing.TB, level hclog.Level) *Proxy {
+	t.Helper()
+	log := testLogger(t)
+	log.SetLevel(level)
+	p, err := New(Config{BindAddr: "127.0.0.1", Logger: log})
+	if err != nil {
+		t.Fatalf("new proxy: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// deadAddr returns an address nothing listens on any more.
+func deadAddr(t testing.TB) string {
+	return "127.0.0.1:" + strconv.Itoa(freePort(t))
+}
+
+// httpBackend is a test task that answers with its name. A request to
+// /hold blocks until release is closed; /echo answers the request body
+// and /xff the X-Forwarded-For header.
+type httpBackend struct {
+	name    string
+	srv     *httptest.Server
+	hits    atomic.Int64
+	held    atomic.Int64
+	release chan struct{}
+}
+
+func newHTTPBackend(t testing.TB, name string) *httpBackend {
+	t.Helper()
+	b := &httpBackend{name: name, release: make(chan struct{})}
+	b.srv = httptest.NewServer(http.HandlerFunc(b.serve))
+	t.Cleanup(func() {
+		b.unhold()
+		b.srv.Close()
+	})
+	return b
+}
+
+func (b *httpBackend) serve(w http.ResponseWriter, r *http.Request) {
+	b.hits.Add(1)
+	switch r.URL.Path {
+	case "/hold":
+		b.held.Add(1)
+		<-b.release
+	case "/echo":
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s:%s", b.name, body)
+		return
+	case "/xff":
+		fmt.Fprintf(w, "%s", r.Header.Get("X-Forwarded-For"))
+		return
+	}
+	fmt.Fprint(w, b.name)
+}
+
+func (b *httpBackend) unhold() {
+	select {
+	case <-b.release:
+	default:
+		close(b.release)
+	}
+}
+
+func (b *httpBackend) backend() Backend {
+	return Backend{TaskID: b.name, Addr: b.srv.Listener.Addr().String()}
+}
+
+// tcpBackend is a test task that greets with its name and a newline, then
+// echoes what it reads until EOF, then closes.
+type tcpBackend struct {
+	name string
+	ln   net.Listener
+}
+
+func newTCPBackend(t testing.TB, name string) *tcpBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("tcp backend %s: %v", name, err)
+	}
+	b := &tcpBackend{name: name, ln: ln}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				fmt.Fprintf(c, "%s\n", name)
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return b
+}
+
+func (b *tcpBackend) backend() Backend {
+	return Backend{TaskID: b.name, Addr: b.ln.Addr().String()}
+}
+
+// tcpExchange connects to addr, sends msg, half-closes and returns the
+// greeting and the echo.
+func tcpExchange(addr, msg string) (name, echo string, err error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", "", fmt.Errorf("reading greeting: %w", err)
+	}
+	if _, err := io.WriteString(c, msg); err != nil {
+		return "", "", err
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		return "", "", err
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		return "", "", fmt.Errorf("reading echo: %w", err)
+	}
+	return strings.TrimSuffix(line, "\n"), string(rest), nil
+}
+
+// countingClient is an HTTP client that counts the connections it dials.
+type countingClient struct {
+	*http.Client
+	dials atomic.Int64
+}
+
+func newClient(t testing.TB, keepAlive bool) *countingClient {
+	c := &countingClient{}
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	tr := &http.Transport{
+		DisableKeepAlives: !keepAlive,
+		DialContext: func(ctx context.Context, n, a string) (net.Conn, error) {
+			c.dials.Add(1)
+			return d.DialContext(ctx, n, a)
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	c.Client = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	return c
+}
+
+// get requests url and returns the status and body.
+func (c *countingClient) get(url string) (int, string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// getOK is get that fails on anything but a 200.
+func (c *countingClient) getOK(url string) (string, error) {
+	code, body, err := c.get(url)
+	if err != nil {
+		return "", err
+	}
+	if code != http.StatusOK {
+		return "", fmt.Errorf("GET %s: status %d: %s", url, code, body)
+	}
+	return body, nil
+}
+
+func httpRoute(port int, backends ...Backend) Route {
+	return Route{App: "web", Port: "http", Protocol: ProtocolHTTP,
+		Listen: port, Backends: backends}
+}
+
+func tcpRoute(port int, backends ...Backend) Route {
+	return Route{App: "db", Port: "tcp", Protocol: ProtocolTCP,
+		Listen: port, Backends: backends}
+}
+
+func url(port int, path string) string {
+	return "http://127.0.0.1:" + strconv.Itoa(port) + path
+}
+
+func isRefused(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
