@@ -250,6 +250,12 @@ func TestTableOutput(t *testing.T) {
 		{Name: "web", Version: 2, Replicas: 2, Running: 2, Healthy: 1, Image: "reg/web:v2"},
 	}})
 
+	g.ok("GET /v1/nodes", &pb.ListNodesResponse{Nodes: []*pb.Node{
+		{Name: "m1", Role: pb.RoleManager, Address: "127.0.0.1", Status: pb.NodeReady},
+		{Name: "w1", Role: pb.RoleWorker, Address: "127.0.0.2", Status: pb.NodeDraining},
+		{Name: "w2", Role: pb.RoleWorker, Address: "127.0.0.3", Status: pb.NodeDown},
+	}})
+
 	g.ok("GET /v1/apps/api", &pb.AppStatusResponse{
 		App: &pb.App{Name: "api", Version: 1, Versions: []*pb.AppVersion{
 			{Version: 1, Spec: &pb.AppSpec{Name: "api", Replicas: 1}}}},
@@ -295,6 +301,16 @@ func TestTableOutput(t *testing.T) {
 				"a1 w1 1 failed false - pull api:v1: not found",
 				"a2 w1 1 stopped (exit 143) false - -",
 				"a3 w2 1 stopped false - -",
+			},
+		},
+		{
+			name: "node ls shows a draining worker",
+			args: []string{"node", "ls", "--addr", g.srv.URL},
+			want: []string{
+				"NAME ROLE ADDRESS STATUS",
+				"m1 manager 127.0.0.1 ready",
+				"w1 worker 127.0.0.2 draining",
+				"w2 worker 127.0.0.3 down",
 			},
 		},
 		{
@@ -445,6 +461,70 @@ func TestDeploy(t *testing.T) {
 	}
 	if n := len(g.requests()); n != 2 {
 		t.Fatalf("%d requests, want none for the bad spec", n-2)
+	}
+}
+
+func TestNodeDrainAndActivate(t *testing.T) {
+	g := newFakeGateway(t)
+	g.ok("POST /v1/nodes/w1/drain", &pb.DrainNodeResponse{})
+	g.ok("POST /v1/nodes/w1/activate", &pb.ActivateNodeResponse{})
+	g.err("POST /v1/nodes/w9/drain", http.StatusNotFound, 5, `node "w9": not found`)
+	g.err("POST /v1/nodes/m1/drain", http.StatusBadRequest, 3,
+		`node "m1": is a manager; only workers run tasks`)
+
+	tests := []struct {
+		name    string
+		args    []string
+		out     string
+		err     string
+		reqPath string
+	}{
+		{name: "drain", args: []string{"node", "drain", "w1"},
+			out: "node \"w1\" draining\n", reqPath: "/v1/nodes/w1/drain"},
+		{name: "activate", args: []string{"node", "activate", "w1"},
+			out: "node \"w1\" ready\n", reqPath: "/v1/nodes/w1/activate"},
+		{name: "drain json", args: []string{"node", "drain", "w1", "-o", "json"},
+			out: `{"node":"w1","status":"draining"}`, reqPath: "/v1/nodes/w1/drain"},
+		{name: "unknown node", args: []string{"node", "drain", "w9"},
+			err: `node "w9": not found`, reqPath: "/v1/nodes/w9/drain"},
+		{name: "manager", args: []string{"node", "drain", "m1"},
+			err:     `node "m1": is a manager; only workers run tasks`,
+			reqPath: "/v1/nodes/m1/drain"},
+		{name: "no name", args: []string{"node", "activate"},
+			err: "usage: hivemind node activate NAME"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("HIVEMIND_ADDR", g.srv.URL)
+			before := len(g.requests())
+			out, err := run(t, tt.args...)
+			switch {
+			case tt.err != "":
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one containing %q", err, tt.err)
+				}
+			case err != nil:
+				t.Fatalf("run: %v", err)
+			case strings.HasPrefix(tt.out, "{"):
+				jsonEq(t, out, tt.out)
+			case out != tt.out:
+				t.Fatalf("output %q, want %q", out, tt.out)
+			}
+
+			reqs := g.requests()[before:]
+			if tt.reqPath == "" {
+				if len(reqs) != 0 {
+					t.Fatalf("requests %v, want none", reqs)
+				}
+				return
+			}
+			if len(reqs) != 1 || reqs[0].method != "POST" || reqs[0].path != tt.reqPath {
+				t.Fatalf("requests %v, want one POST %s", reqs, tt.reqPath)
+			}
+			if !strings.Contains(string(reqs[0].body), `"name"`) {
+				t.Errorf("request body %s, want the node's name", reqs[0].body)
+			}
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/urfave/cli/v2"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
@@ -33,7 +34,7 @@ func clusterCommand(co *clientOpts) *cli.Command {
 func nodeCommand(co *clientOpts) *cli.Command {
 	return &cli.Command{
 		Name:  "node",
-		Usage: "list the cluster's nodes",
+		Usage: "list, drain and activate the cluster's nodes",
 		Subcommands: []*cli.Command{
 			{
 				Name:    "ls",
@@ -41,6 +42,26 @@ func nodeCommand(co *clientOpts) *cli.Command {
 				Usage:   "list managers and workers with their status",
 				Flags:   co.flags(),
 				Action:  action(co.nodeList),
+			},
+			{
+				Name:      "drain",
+				Usage:     "move a worker's tasks away and place nothing new on it",
+				ArgsUsage: "NAME",
+				Flags:     co.flags(),
+				Action: action(func(c *cli.Context) error {
+					return co.nodeSetStatus(c, "drain", pb.NodeDraining,
+						func(n string) proto.Message { return &pb.DrainNodeRequest{Name: n} })
+				}),
+			},
+			{
+				Name:      "activate",
+				Usage:     "make a drained worker eligible for new tasks again",
+				ArgsUsage: "NAME",
+				Flags:     co.flags(),
+				Action: action(func(c *cli.Context) error {
+					return co.nodeSetStatus(c, "activate", pb.NodeReady,
+						func(n string) proto.Message { return &pb.ActivateNodeRequest{Name: n} })
+				}),
 			},
 		},
 	}
@@ -108,4 +129,31 @@ func (co *clientOpts) nodeList(c *cli.Context) error {
 		return writeJSON(c.App.Writer, nodes)
 	}
 	return printNodes(c.App.Writer, nodes)
+}
+
+// nodeSetStatus posts req(NAME) to /v1/nodes/NAME/verb and prints the
+// node's new status. The manager answers once the change is committed;
+// moving tasks away is the leader's work after that.
+func (co *clientOpts) nodeSetStatus(c *cli.Context, verb, status string,
+	req func(name string) proto.Message) error {
+
+	pos, err := args(c, 1, "NAME")
+	if err != nil {
+		return err
+	}
+	name := pos[0]
+	cl, err := co.client()
+	if err != nil {
+		return err
+	}
+	path := "/v1/nodes/" + pathEscape(name) + "/" + verb
+	if err := cl.call(c.Context, "POST", path, req(name), nil); err != nil {
+		return err
+	}
+	if co.output == outputJSON {
+		return writeJSON(c.App.Writer, map[string]string{
+			"node": name, "status": status})
+	}
+	_, err = fmt.Fprintf(c.App.Writer, "node %q %s\n", name, status)
+	return err
 }
