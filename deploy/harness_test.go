@@ -1,9 +1,12 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,6 +113,35 @@ func (p *fakeProposer) propose(t fsm.CommandType, msg proto.Message, mayLose boo
 
 type testWriter struct{ t *testing.T }
 
+// logBuffer keeps what the engine logs, for tests that expect a warning.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the lines logged so far that contain every one of subs.
+func (b *logBuffer) lines(subs ...string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, l := range strings.Split(b.buf.String(), "\n") {
+		all := true
+		for _, sub := range subs {
+			all = all && strings.Contains(l, sub)
+		}
+		if all {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(string(b))
@@ -126,6 +158,7 @@ type harness struct {
 	prop  *fakeProposer
 	eng   *Engine
 	log   hclog.Logger
+	logs  *logBuffer
 
 	idMu sync.Mutex
 	ids  int
@@ -136,11 +169,19 @@ type harness struct {
 	crash func(t *pb.Task) bool
 	// freshEngine builds a new engine before every step (a leader change).
 	freshEngine bool
+	// agentStops makes workers stop a task as the agent does: it reports
+	// draining, keeps running until the task is out of rotation, then
+	// reports stopped. Otherwise a task asked to stop stops at once.
+	agentStops bool
+	// lagging names alive workers that confirm no endpoint set.
+	lagging map[string]bool
 }
 
 func newHarness(t *testing.T, workers int) *harness {
 	t.Helper()
-	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Info, Output: testWriter{t}})
+	logs := &logBuffer{}
+	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Info,
+		Output: io.MultiWriter(testWriter{t}, logs)})
 	f := fsm.New(log)
 	h := &harness{
 		t:       t,
@@ -149,7 +190,9 @@ func newHarness(t *testing.T, workers int) *harness {
 		live:    &fakeLiveness{members: map[string]gossip.Member{}},
 		prop:    &fakeProposer{fsm: f, created: map[string]int{}},
 		log:     log,
+		logs:    logs,
 		healthy: func(*pb.Task) bool { return true },
+		lagging: map[string]bool{},
 	}
 	h.eng = h.newEngine()
 	for i := 1; i <= workers; i++ {
@@ -215,14 +258,20 @@ func (h *harness) step() {
 	}
 }
 
-// work lets every alive worker act on its tasks and report, once.
+// work lets every alive worker act on its tasks and report, once. A
+// worker that is not lagging also confirms the endpoint set it saw (the
+// store's index when work began) while some task it serves has been asked
+// to stop since the set it confirmed last, as an agent whose endpoint set
+// changed does.
 func (h *harness) work() {
 	alive := map[string]bool{}
 	for _, m := range h.live.Members() {
 		alive[m.Meta.Name] = m.Alive
 	}
+	snap := h.store().Snapshot()
+	seen := snap.Index()
 	reports := map[string][]*pb.TaskReport{}
-	for _, t := range h.store().Tasks() {
+	for _, t := range snap.Tasks() {
 		if !alive[t.GetNode()] {
 			continue
 		}
@@ -233,6 +282,9 @@ func (h *harness) work() {
 				continue
 			}
 			r.State, r.Healthy = pb.TaskStopped, false
+			if h.agentStops && !t.GetOutOfRotation() {
+				r.State, r.Healthy = pb.TaskDraining, t.GetHealthy()
+			}
 		case exited(t):
 			continue
 		case h.crash != nil && t.GetState() == pb.TaskRunning && h.crash(t):
@@ -245,9 +297,31 @@ func (h *harness) work() {
 		}
 		reports[t.GetNode()] = append(reports[t.GetNode()], r)
 	}
-	for node, rs := range reports {
-		h.apply(fsm.TaskReportsType, &pb.TaskReportsCmd{Node: node, Reports: rs, At: h.clock.Now().UnixNano()})
+	for _, n := range snap.Nodes() {
+		if n.GetRole() != pb.RoleWorker || !alive[n.GetName()] {
+			continue
+		}
+		cmd := &pb.TaskReportsCmd{Node: n.GetName(), Reports: reports[n.GetName()],
+			At: h.clock.Now().UnixNano()}
+		if !h.lagging[n.GetName()] && stale(snap, n) {
+			cmd.EndpointsIndex = seen
+		}
+		if len(cmd.Reports) > 0 || cmd.EndpointsIndex != 0 {
+			h.apply(fsm.TaskReportsType, cmd)
+		}
 	}
+}
+
+// stale reports whether a task in rotation was asked to stop after the
+// endpoint set n confirmed last.
+func stale(snap *fsm.Snapshot, n *pb.Node) bool {
+	for _, t := range snap.Tasks() {
+		if t.GetDesired() == pb.DesiredStop && !t.GetOutOfRotation() &&
+			t.GetStopIndex() > n.GetEndpointsIndex() {
+			return true
+		}
+	}
+	return false
 }
 
 // run steps, lets workers work and advances the clock by tick until done
@@ -331,4 +405,35 @@ func versionsOf(ts []*pb.Task) map[uint64]int {
 		m[t.GetVersion()]++
 	}
 	return m
+}
+
+// leaderVariant disturbs the leadership of a run: a new engine before
+// every step, optionally losing proposals or their replies.
+type leaderVariant struct {
+	name  string
+	fresh bool
+	lose  func(int, fsm.CommandType) (bool, bool)
+}
+
+func leaderVariants() []leaderVariant {
+	everyNth := func(n int, after bool) func(int, fsm.CommandType) (bool, bool) {
+		return func(i int, _ fsm.CommandType) (bool, bool) {
+			if i%n != 0 {
+				return false, false
+			}
+			return !after, after
+		}
+	}
+	return []leaderVariant{
+		{name: "same leader"},
+		{name: "new leader every step", fresh: true},
+		{name: "new leader and lost proposals", fresh: true, lose: everyNth(3, false)},
+		{name: "new leader and lost replies", fresh: true, lose: everyNth(4, true)},
+	}
+}
+
+// disturb applies v to the steps from now on.
+func (h *harness) disturb(v leaderVariant) {
+	h.freshEngine = v.fresh
+	h.prop.lose = v.lose
 }

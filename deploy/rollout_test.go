@@ -233,24 +233,7 @@ func (h *harness) outcome() outcome {
 // every step, optionally losing proposals, and expects the same end as an
 // undisturbed run.
 func TestRolloutLeaderChangeEveryStep(t *testing.T) {
-	everyNth := func(n int, after bool) func(int, fsm.CommandType) (bool, bool) {
-		return func(i int, _ fsm.CommandType) (bool, bool) {
-			if i%n != 0 {
-				return false, false
-			}
-			return !after, after
-		}
-	}
-	variants := []struct {
-		name  string
-		fresh bool
-		lose  func(int, fsm.CommandType) (bool, bool)
-	}{
-		{name: "same leader"},
-		{name: "new leader every step", fresh: true},
-		{name: "new leader and lost proposals", fresh: true, lose: everyNth(3, false)},
-		{name: "new leader and lost replies", fresh: true, lose: everyNth(4, true)},
-	}
+	variants := leaderVariants()
 	rollouts := []struct {
 		name   string
 		broken bool
@@ -268,8 +251,7 @@ func TestRolloutLeaderChangeEveryStep(t *testing.T) {
 				if r.broken {
 					h.healthy = func(t *pb.Task) bool { return t.GetSpec().GetImage() != "v2" }
 				}
-				h.freshEngine = v.fresh
-				h.prop.lose = v.lose
+				h.disturb(v)
 				h.deploy(webSpec("v2", 4))
 
 				check := func() {
