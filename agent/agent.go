@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hivemind-orch/hivemind/agent/dns"
+	"github.com/hivemind-orch/hivemind/agent/ingress"
 	"github.com/hivemind-orch/hivemind/agent/runtime"
 	"github.com/hivemind-orch/hivemind/gossip"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -61,6 +63,10 @@ type Agent struct {
 
 	// rejoin asks rejoinManagers for a gossip join now (capacity 1).
 	rejoin chan struct{}
+
+	// dnsPort is the port the DNS server got, set by Run before it
+	// registers; it differs from cfg.DNSPort when that is 0.
+	dnsPort int
 
 	running atomic.Bool
 }
@@ -130,6 +136,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	existing := ownedContainers(listed, a.cfg.Name, a.log)
 
+	// Ingress and DNS serve nothing until the first endpoint set; the
+	// DNS port is bound first so that gossip and Register advertise it.
+	rep := newReporter(a.cfg.Name, a.mgrs, a.cfg.ReportInterval, a.log)
+	tr, err := a.openTraffic(rep)
+	if err != nil {
+		return err
+	}
+	defer tr.close()
+
 	p, err := a.newPool(a.gossipConfig())
 	if err != nil {
 		return fmt.Errorf("gossip on %s:%d: %w",
@@ -143,7 +158,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer wg.Wait()
 	defer cancel()
 
-	rep := newReporter(a.cfg.Name, a.mgrs, a.cfg.ReportInterval, a.log)
 	r := newRunner(runnerConfig{
 		log:      a.log.Named("runner"),
 		rt:       rt,
@@ -151,6 +165,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		node:     a.cfg.Name,
 		bindAddr: a.cfg.BindAddr,
 		logDir:   logDir,
+		conns:    tr.proxy.ActiveConns,
 	}, existing)
 	assign := make(chan assignment)
 	goTracked(&wg, func() { r.run(runCtx, assign) })
@@ -170,9 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	goTracked(&wg, func() { a.rejoinManagers(runCtx, p, seeds) })
 	goTracked(&wg, func() { rep.run(runCtx) })
 	goTracked(&wg, func() { a.watch(runCtx, assign) })
-
-	// TODO: start the ingress proxy and the DNS server here once they
-	// exist; both read the task set the runner keeps.
+	goTracked(&wg, func() { a.watchEndpoints(runCtx, tr) })
 
 	<-runCtx.Done()
 	a.log.Info("shutting down; containers keep running")
@@ -211,6 +224,39 @@ func (a *Agent) closeRuntime(rt runtime.Runtime) {
 	}
 }
 
+// openTraffic creates the ingress proxy and starts the DNS server, both
+// on the bind address. The proxy opens the ingress ports as endpoint
+// sets name them.
+func (a *Agent) openTraffic(rep *reporter) (*traffic, error) {
+	log := a.log.Named("traffic")
+	icfg := ingress.DefaultConfig()
+	icfg.BindAddr = a.cfg.BindAddr
+	icfg.Logger = a.log
+	proxy, err := ingress.New(icfg)
+	if err != nil {
+		return nil, fmt.Errorf("ingress on %s: %w", a.cfg.BindAddr, err)
+	}
+
+	dcfg := dns.DefaultConfig()
+	dcfg.BindAddr = a.cfg.BindAddr
+	dcfg.Port = a.cfg.DNSPort
+	dcfg.Logger = a.log
+	srv, err := dns.New(dcfg)
+	if err == nil {
+		err = srv.Start()
+	}
+	if err != nil {
+		_ = proxy.Close() // it has opened nothing yet
+		return nil, fmt.Errorf("dns on %s:%d: %w",
+			a.cfg.BindAddr, a.cfg.DNSPort, err)
+	}
+	a.dnsPort = a.cfg.DNSPort
+	if ua, err := net.ResolveUDPAddr("udp", srv.Addr()); err == nil {
+		a.dnsPort = ua.Port
+	}
+	return &traffic{proxy: proxy, dns: srv, rep: rep, log: log}, nil
+}
+
 func (a *Agent) gossipConfig() gossip.Config {
 	c := gossip.DefaultConfig()
 	c.Name = a.cfg.Name
@@ -221,7 +267,7 @@ func (a *Agent) gossipConfig() gossip.Config {
 		Role:    pb.RoleWorker,
 		Name:    a.cfg.Name,
 		Address: a.cfg.BindAddr,
-		DNSPort: a.cfg.DNSPort,
+		DNSPort: a.dnsPort,
 	}
 	return c
 }
@@ -260,7 +306,7 @@ func (a *Agent) register(ctx context.Context) (*pb.RegisterResponse, error) {
 		Name:       a.cfg.Name,
 		Address:    a.cfg.BindAddr,
 		GossipPort: int32(a.cfg.GossipPort),
-		DnsPort:    int32(a.cfg.DNSPort),
+		DnsPort:    int32(a.dnsPort),
 	}
 	bo := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	for {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hivemind-orch/hivemind/agent/runtime"
 	"github.com/hivemind-orch/hivemind/gossip"
@@ -136,9 +137,12 @@ func TestDesiredStop(t *testing.T) {
 	h.mgr.assign(tk)
 	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 
+	// Already out of rotation, with no connection open: it drains at
+	// once and stops.
 	stop := task("t1")
 	stop.Spec.Update = tk.Spec.Update
 	stop.Desired = pb.DesiredStop
+	stop.OutOfRotation = true
 	h.mgr.assign(stop)
 
 	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskStopped, false))
@@ -181,7 +185,8 @@ func TestRestartReconciliation(t *testing.T) {
 	rt.add("run-ok", true, 0)    // assigned, running: adopted
 	rt.add("run-dead", false, 2) // assigned, exited: reported failed
 	rt.add("orphan", true, 0)    // not assigned: stopped and removed
-	rt.add("to-stop", true, 0)   // assigned with desired stop
+	rt.add("to-stop", true, 0)   // assigned with desired stop: drained
+	rt.add("gone", false, 0)     // desired stop, exited: just removed
 	h := startAgent(t, "secret", rt)
 
 	// Nothing is touched before the first list arrives.
@@ -197,15 +202,34 @@ func TestRestartReconciliation(t *testing.T) {
 
 	stop := task("to-stop")
 	stop.Desired = pb.DesiredStop
-	h.mgr.assign(task("run-ok"), task("run-dead"), stop)
+	gone := task("gone")
+	gone.Desired = pb.DesiredStop
+	h.mgr.assign(task("run-ok"), task("run-dead"), stop, gone)
 
+	// The adopted container of a task to stop drains like any other:
+	// it keeps running until the task is out of rotation.
 	waitFor(t, wait, h.mgr.hasReport("run-ok", pb.TaskRunning, true))
 	waitFor(t, wait, h.mgr.hasReport("run-dead", pb.TaskFailed, false))
+	waitFor(t, wait, h.mgr.hasReport("to-stop", pb.TaskDraining, false))
+	waitFor(t, wait, func() error {
+		if !rt.called("remove gone") {
+			return fmt.Errorf("exited container not removed; calls %v",
+				rt.callList())
+		}
+		return nil
+	})
+	if rt.called("stop to-stop") || rt.called("stop gone") {
+		t.Fatalf("stopped before out of rotation; calls %v", rt.callList())
+	}
+
+	stop = proto.Clone(stop).(*pb.Task)
+	stop.OutOfRotation = true
+	h.mgr.assign(task("run-ok"), task("run-dead"), stop, gone)
 	waitFor(t, wait, h.mgr.hasReport("to-stop", pb.TaskStopped, false))
 	waitFor(t, wait, func() error {
 		for _, c := range []string{
 			"watch run-ok", "stop orphan", "remove orphan",
-			"stop to-stop", "remove to-stop",
+			"watch to-stop", "stop to-stop", "remove to-stop",
 		} {
 			if !rt.called(c) {
 				return fmt.Errorf("no %q; calls %v", c, rt.callList())
@@ -482,7 +506,8 @@ func TestJoinsGossip(t *testing.T) {
 	waitFor(t, wait, func() error {
 		for _, m := range mp.Members() {
 			if m.Meta.Name == "w1" && m.Alive &&
-				m.Meta.Role == pb.RoleWorker && m.Meta.DNSPort == DefaultDNSPort {
+				m.Meta.Role == pb.RoleWorker && m.Meta.DNSPort > 0 &&
+				int(m.Meta.DNSPort) == h.mgr.registeredDNSPort() {
 				return nil
 			}
 		}

@@ -36,7 +36,9 @@ type Config struct {
 	// GossipPort is the SWIM port (TCP and UDP). Default 7073.
 	GossipPort int
 
-	// DNSPort is the port of the worker's DNS server. Default 7053.
+	// DNSPort is the port of the worker's DNS server (UDP and TCP, on
+	// BindAddr). Default 7053; 0 picks a free port, which the worker
+	// advertises in gossip and Register.
 	DNSPort int
 
 	// Join lists manager addresses, "ip" or "ip:port" of their gRPC port

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -257,6 +258,17 @@ type fakeManager struct {
 	received map[string]int // reports received per task
 
 	managers []*pb.ManagerAddress // returned by Register
+	dnsPort  int32                // from the last Register
+
+	history map[string][]string // every state reported per task, in order
+
+	// The endpoint set streamed by Endpoints, and what came back.
+	eps        *pb.EndpointsResponse // nil: nothing streamed yet
+	epsChanged chan struct{}
+	epsRefuse  bool // Endpoints fails with Unavailable
+	epsStreams int
+	epsSent    []uint64 // the index of every set streamed
+	epsIndexes []uint64 // endpoints_index of every report carrying one
 }
 
 func startManager(t *testing.T, token string) *fakeManager {
@@ -271,6 +283,9 @@ func startManager(t *testing.T, token string) *fakeManager {
 		changed:  make(chan struct{}),
 		reports:  make(map[string]*pb.TaskReport),
 		received: make(map[string]int),
+		history:  make(map[string][]string),
+
+		epsChanged: make(chan struct{}),
 	}
 	s := grpc.NewServer()
 	pb.RegisterWorkerServer(s, m)
@@ -286,6 +301,7 @@ func (m *fakeManager) Register(_ context.Context,
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.dnsPort = req.GetDnsPort()
 	return &pb.RegisterResponse{Managers: m.managers}, nil
 }
 
@@ -334,8 +350,123 @@ func (m *fakeManager) Report(_ context.Context,
 	for _, r := range req.GetReports() {
 		m.reports[r.GetTaskId()] = r
 		m.received[r.GetTaskId()]++
+		h := m.history[r.GetTaskId()]
+		if len(h) == 0 || h[len(h)-1] != r.GetState() {
+			m.history[r.GetTaskId()] = append(h, r.GetState())
+		}
+	}
+	if i := req.GetEndpointsIndex(); i != 0 {
+		m.epsIndexes = append(m.epsIndexes, i)
 	}
 	return &pb.ReportResponse{}, nil
+}
+
+func (m *fakeManager) Endpoints(req *pb.EndpointsRequest,
+	stream grpc.ServerStreamingServer[pb.EndpointsResponse]) error {
+	m.mu.Lock()
+	m.epsStreams++
+	m.mu.Unlock()
+	for {
+		m.mu.Lock()
+		if m.epsRefuse {
+			m.mu.Unlock()
+			return status.Error(codes.Unavailable, "no leader")
+		}
+		var resp *pb.EndpointsResponse
+		if m.eps != nil {
+			resp = proto.Clone(m.eps).(*pb.EndpointsResponse)
+		}
+		changed := m.epsChanged
+		m.mu.Unlock()
+
+		if resp != nil {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			m.mu.Lock()
+			m.epsSent = append(m.epsSent, resp.GetIndex())
+			m.mu.Unlock()
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+// setEndpoints streams svcs as the endpoint set at index.
+func (m *fakeManager) setEndpoints(index uint64,
+	svcs ...*pb.ServiceEndpoints) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.eps = &pb.EndpointsResponse{Index: index, Services: svcs}
+	close(m.epsChanged)
+	m.epsChanged = make(chan struct{})
+}
+
+// setEndpointsRefuse makes Endpoints fail, breaking the open streams,
+// or serve again.
+func (m *fakeManager) setEndpointsRefuse(on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.epsRefuse = on
+	close(m.epsChanged)
+	m.epsChanged = make(chan struct{})
+}
+
+// streamedEndpoints is a waitFor condition: a set with index was sent.
+func (m *fakeManager) streamedEndpoints(index uint64) func() error {
+	return func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if slices.Contains(m.epsSent, index) {
+			return nil
+		}
+		return fmt.Errorf("no endpoint set with index %d streamed; "+
+			"sent %v", index, m.epsSent)
+	}
+}
+
+func (m *fakeManager) endpointStreams() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.epsStreams
+}
+
+// reportedIndex is a waitFor condition: at least n reports carried
+// endpoints_index index.
+func (m *fakeManager) reportedIndex(index uint64, n int) func() error {
+	return func() error {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		got := 0
+		for _, i := range m.epsIndexes {
+			if i == index {
+				got++
+			}
+		}
+		if got < n {
+			return fmt.Errorf("%d reports with endpoints index %d, "+
+				"want %d; indexes reported %v", got, index, n,
+				m.epsIndexes)
+		}
+		return nil
+	}
+}
+
+// states returns every state reported for a task, in order.
+func (m *fakeManager) states(id string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.history[id]...)
+}
+
+// registeredDNSPort is the DNS port of the last Register.
+func (m *fakeManager) registeredDNSPort() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return int(m.dnsPort)
 }
 
 // assign streams tasks as the node's full list. No list is streamed
@@ -485,6 +616,7 @@ func startAgent(t *testing.T, token string, rt *fakeRuntime,
 	cfg.Runtime = rt
 	cfg.Logger = testLogger(t)
 	cfg.ReportInterval = time.Hour
+	cfg.DNSPort = 0 // a free port: tests run side by side
 	for _, o := range opts {
 		o(h, &cfg)
 	}

@@ -18,7 +18,10 @@ const flushEvery = 100 * time.Millisecond
 
 // reporter sends task reports to the managers: the changed ones in
 // batches, and all of them every interval. The runner updates it without
-// ever blocking on the network.
+// ever blocking on the network. Every request also carries the index of
+// the endpoint set the worker serves; a new one is sent promptly even
+// when no task changed, since the leader waits for it before it lets a
+// draining task stop.
 type reporter struct {
 	node     string
 	mgrs     *managers
@@ -28,6 +31,8 @@ type reporter struct {
 	mu      sync.Mutex
 	current map[string]*pb.TaskReport // the latest report of every task
 	dirty   map[string]bool           // not yet sent since it changed
+	served  uint64                    // endpoints index served, 0 if none
+	sendIdx bool                      // served not yet sent since it changed
 	kick    chan struct{}
 }
 
@@ -57,6 +62,23 @@ func (r *reporter) update(rep *pb.TaskReport) {
 	}
 }
 
+// setServed records the index of the endpoint set now served and
+// schedules it.
+func (r *reporter) setServed(index uint64) {
+	r.mu.Lock()
+	changed := index != r.served
+	r.served = index
+	r.sendIdx = r.sendIdx || changed
+	r.mu.Unlock()
+
+	if changed {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // forget drops a task that is no longer assigned.
 func (r *reporter) forget(id string) {
 	r.mu.Lock()
@@ -65,8 +87,9 @@ func (r *reporter) forget(id string) {
 	delete(r.dirty, id)
 }
 
-// take returns the dirty reports, or all of them, and marks them clean.
-func (r *reporter) take(all bool) []*pb.TaskReport {
+// take returns the dirty reports, or all of them, and the endpoints
+// index if it is to be sent (always with all), and marks them clean.
+func (r *reporter) take(all bool) ([]*pb.TaskReport, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
@@ -80,14 +103,23 @@ func (r *reporter) take(all bool) []*pb.TaskReport {
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].GetTaskId() < out[j].GetTaskId()
 	})
-	return out
+	var index uint64
+	if all || r.sendIdx {
+		index = r.served
+	}
+	r.sendIdx = false
+	return out, index
 }
 
 // requeue marks reports that could not be sent dirty again, unless the
-// task was forgotten meanwhile.
-func (r *reporter) requeue(reps []*pb.TaskReport) {
+// task was forgotten meanwhile, and the endpoints index if it was in the
+// request.
+func (r *reporter) requeue(reps []*pb.TaskReport, index uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if index != 0 {
+		r.sendIdx = true
+	}
 	for _, rep := range reps {
 		if _, ok := r.current[rep.GetTaskId()]; ok {
 			r.dirty[rep.GetTaskId()] = true
@@ -119,18 +151,18 @@ func (r *reporter) run(ctx context.Context) {
 		if !sleepCtx(ctx, time.Until(last.Add(flushEvery))) {
 			return
 		}
-		batch := r.take(all)
-		if len(batch) == 0 {
+		batch, index := r.take(all)
+		if len(batch) == 0 && index == 0 {
 			continue
 		}
 		last = time.Now()
-		if err := r.send(ctx, batch); err != nil {
+		if err := r.send(ctx, batch, index); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			r.log.Warn("report failed, will retry", "reports", len(batch),
 				"error", err)
-			r.requeue(batch)
+			r.requeue(batch, index)
 			retry = time.After(bo.next())
 			continue
 		}
@@ -139,8 +171,10 @@ func (r *reporter) run(ctx context.Context) {
 }
 
 // send tries each manager in turn until one accepts the batch.
-func (r *reporter) send(ctx context.Context, batch []*pb.TaskReport) error {
-	req := &pb.ReportRequest{Node: r.node, Reports: batch}
+func (r *reporter) send(ctx context.Context, batch []*pb.TaskReport,
+	index uint64) error {
+	req := &pb.ReportRequest{Node: r.node, Reports: batch,
+		EndpointsIndex: index}
 	var err error
 	for _, addr := range r.mgrs.order() {
 		if err = r.sendTo(ctx, addr, req); err == nil {

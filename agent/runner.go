@@ -20,6 +20,10 @@ const defaultStopTimeout = 10 * time.Second
 // maxRetryDelay caps the delay before a failed stop or remove is retried.
 const maxRetryDelay = 30 * time.Second
 
+// drainPoll is how often a draining task's open ingress connections are
+// counted while it waits for them to end.
+const drainPoll = 50 * time.Millisecond
+
 // assignment is one list of the tasks assigned to this node.
 type assignment struct {
 	tasks []*pb.Task
@@ -34,6 +38,7 @@ const (
 	opStart           // pull the image and start the container
 	opTeardown        // stop the container if running, then remove it
 	opWatch           // ask the runtime to report the exit of an adopted container
+	opDrain           // wait for the open connections of a task out of rotation
 )
 
 // opResult is what an operation sends back to the runner.
@@ -79,6 +84,11 @@ type taskState struct {
 
 	checkGen  int
 	stopCheck context.CancelFunc
+
+	// drained is set once a task out of rotation has no open
+	// connections left, or drain_timeout passed: it may be stopped.
+	drained   bool
+	stopDrain context.CancelFunc // ends the drain wait early
 }
 
 type runnerConfig struct {
@@ -88,6 +98,10 @@ type runnerConfig struct {
 	node     string // this worker's name, put on its containers
 	bindAddr string
 	logDir   string
+
+	// conns counts the open ingress connections to a task; nil counts
+	// none.
+	conns func(taskID string) int
 }
 
 // runner owns the task map. Its goroutine reacts to assignment lists,
@@ -240,18 +254,79 @@ func (r *runner) step(st *taskState) {
 		delete(r.tasks, st.id)
 
 	case t.GetDesired() == pb.DesiredStop:
-		r.stopHealth(st)
-		if st.container {
-			r.teardown(st)
-			return
-		}
-		if st.state != pb.TaskFailed && st.state != pb.TaskStopped {
-			r.set(st, pb.TaskStopped, "")
-		}
+		r.stepStop(st)
 
 	default:
 		r.stepRun(st)
 	}
+}
+
+// stepStop handles a task whose desired state is stop. A running task
+// drains first: it is reported draining and keeps serving until the
+// leader has seen every ingress take it out of rotation, then its open
+// connections get up to drain_timeout to end; only then is it stopped.
+// A task whose container has exited is just removed.
+func (r *runner) stepStop(st *taskState) {
+	r.stopHealth(st)
+	if st.running && !st.drained {
+		switch st.state {
+		case "":
+			// Adopted at restart: watch it so that an exit during
+			// the drain is seen, then carry on from here.
+			st.log.Info("adopting running container to drain it")
+			r.set(st, pb.TaskDraining, "")
+			r.watchContainer(st)
+			return
+		case pb.TaskDraining:
+		default:
+			r.set(st, pb.TaskDraining, "")
+		}
+		if st.task.GetOutOfRotation() {
+			r.drain(st)
+		}
+		return
+	}
+
+	if st.container {
+		r.teardown(st)
+		return
+	}
+	if st.state != pb.TaskFailed && st.state != pb.TaskStopped {
+		r.set(st, pb.TaskStopped, "")
+	}
+}
+
+// drain waits until no ingress connection to st is open, or its
+// drain_timeout passed, or its container exits.
+func (r *runner) drain(st *taskState) {
+	timeout := drainTimeout(st.task)
+	st.log.Info("out of rotation, waiting for open connections",
+		"drain_timeout", timeout)
+
+	ctx, cancel := context.WithTimeout(r.ctx, timeout)
+	st.stopDrain = cancel
+	id, conns := st.id, r.conns
+	r.spawn(st, opDrain, func(context.Context) opResult {
+		defer cancel()
+		t := time.NewTicker(drainPoll)
+		defer t.Stop()
+		for {
+			n := 0
+			if conns != nil {
+				n = conns(id)
+			}
+			if n == 0 {
+				return opResult{}
+			}
+			select {
+			case <-ctx.Done():
+				return opResult{stage: "drain",
+					err: fmt.Errorf("%d connections still open: %w",
+						n, ctx.Err())}
+			case <-t.C:
+			}
+		}
+	})
 }
 
 // stepRun handles a task whose desired state is run.
@@ -312,8 +387,15 @@ func (r *runner) adopt(st *taskState) {
 	// start period from now gives checks the same grace as a fresh start.
 	st.startedAt = time.Now()
 	r.markRunning(st)
+	r.watchContainer(st)
+}
+
+// watchContainer asks the runtime to report the exit of an adopted
+// container.
+func (r *runner) watchContainer(st *taskState) {
+	id := st.id
 	r.spawn(st, opWatch, func(ctx context.Context) opResult {
-		if err := r.rt.Watch(ctx, st.id); err != nil {
+		if err := r.rt.Watch(ctx, id); err != nil {
 			return opResult{stage: "watch", err: err}
 		}
 		return opResult{}
@@ -372,12 +454,21 @@ func (r *runner) onDone(res opResult) {
 	case opTeardown:
 		r.tornDown(st, res)
 	case opWatch:
-		if res.err != nil {
+		if res.err != nil && st.task.GetDesired() == pb.DesiredRun {
 			// Without a watch an exit would go unnoticed; report the
 			// task failed so that the leader replaces it.
 			st.log.Warn("cannot watch container", "error", res.err)
 			r.stopHealth(st)
 			r.set(st, pb.TaskFailed, "watch container: "+res.err.Error())
+		} else if res.err != nil {
+			// A task being stopped goes on to its stop all the same.
+			st.log.Warn("cannot watch container", "error", res.err)
+		}
+	case opDrain:
+		st.stopDrain = nil
+		st.drained = true
+		if res.err != nil && st.running {
+			st.log.Info("drain timeout passed", "error", res.err)
 		}
 	}
 	r.step(st)
@@ -464,11 +555,18 @@ func (r *runner) onExit(e runtime.Exit) {
 	st.running = false
 	st.exitCode = int32(e.Code)
 	r.stopHealth(st)
+	if st.stopDrain != nil {
+		st.stopDrain() // nothing is left to drain
+	}
 
 	// Before the first assignments the exit is only recorded; during a
-	// teardown it is expected.
-	if st.state == "" || st.op == opTeardown || st.task == nil ||
-		st.task.GetDesired() != pb.DesiredRun {
+	// teardown it is expected. A task draining towards its stop has
+	// nothing left to wait for: it is removed.
+	if st.state == "" || st.op == opTeardown || st.task == nil {
+		return
+	}
+	if st.task.GetDesired() != pb.DesiredRun {
+		r.step(st)
 		return
 	}
 	if st.state == pb.TaskRunning || st.state == pb.TaskPending ||
@@ -569,6 +667,11 @@ func (r *runner) stopHealth(st *taskState) {
 		st.stopCheck()
 		st.stopCheck = nil
 	}
+}
+
+// drainTimeout is the task's drain_timeout; zero waits for nothing.
+func drainTimeout(t *pb.Task) time.Duration {
+	return max(time.Duration(t.GetSpec().GetUpdate().GetDrainTimeout()), 0)
 }
 
 // stopTimeout is the task's stop_timeout, or the default.
