@@ -272,10 +272,14 @@ func sameManager(cur, want *pb.Node) bool {
 		cur.GetStatus() == want.GetStatus()
 }
 
-// checkWorkers marks down a ready worker whose gossip member has been dead
-// for longer than WorkerGrace, and ready again a down worker that is alive.
-// Nobody is marked down before the engine has been enabled for
-// WorkerGrace: a new leader's gossip view may still be settling.
+// checkWorkers marks down a ready or draining worker whose gossip member
+// has been dead for longer than WorkerGrace, and ready again a down worker
+// that is alive. Nobody is marked down before the engine has been enabled
+// for WorkerGrace: a new leader's gossip view may still be settling. A
+// draining worker that dies goes down too, so that its tasks leave the
+// endpoint sets and are replaced and collected like any lost task.
+// TODO: it comes back ready, its drain forgotten; a drain flag apart from
+// the status (as Nomad's eligibility) would keep it.
 func (e *Engine) checkWorkers(ctx context.Context, snap *fsm.Snapshot, now time.Time) error {
 	grace := e.cfg.WorkerGrace
 	enabledAt := time.Unix(0, e.enabledAt.Load())
@@ -296,7 +300,7 @@ func (e *Engine) checkWorkers(ctx context.Context, snap *fsm.Snapshot, now time.
 		switch {
 		case n.GetStatus() == pb.NodeDown && seen && alive:
 			status = pb.NodeReady
-		case n.GetStatus() == pb.NodeReady && !alive:
+		case (n.GetStatus() == pb.NodeReady || n.GetStatus() == pb.NodeDraining) && !alive:
 			since, ok := deadSince[n.GetName()]
 			if !ok {
 				// Never seen in gossip: count from its registration.

@@ -143,9 +143,12 @@ func TestWorkerDown(t *testing.T) {
 		// fresh builds a new engine (a new leader) when the worker dies,
 		// and says the worker has been dead for long already.
 		fresh bool
+		// draining drains the worker just before it dies.
+		draining bool
 	}{
 		{name: "worker dies"},
 		{name: "new leader sees a long dead worker", fresh: true},
+		{name: "draining worker dies", draining: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -153,6 +156,12 @@ func TestWorkerDown(t *testing.T) {
 			h.steady(webSpec("v1", 3))
 			h.clock.Advance(10 * time.Second) // the engine has long been enabled
 
+			status := pb.NodeReady
+			if tc.draining {
+				status = pb.NodeDraining
+				h.apply(fsm.NodeStatusType, &pb.NodeStatusCmd{Name: "w1", Status: status,
+					At: h.clock.Now().UnixNano()})
+			}
 			diedAt := h.clock.Now()
 			since := diedAt
 			if tc.fresh {
@@ -169,10 +178,10 @@ func TestWorkerDown(t *testing.T) {
 
 			for h.clock.Now().Sub(diedAt) <= 5*time.Second {
 				h.step()
-				if s := h.store().Node("w1").GetStatus(); s != pb.NodeReady {
+				if s := h.store().Node("w1").GetStatus(); s != status {
 					t.Fatalf("w1 is %s %s after dying, before the 5s grace", s, h.clock.Now().Sub(diedAt))
 				}
-				if h.store().Task(lost).GetDesired() != pb.DesiredRun {
+				if !tc.draining && h.store().Task(lost).GetDesired() != pb.DesiredRun {
 					t.Fatalf("task on w1 stopped before the grace")
 				}
 				h.work()
