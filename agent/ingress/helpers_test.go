@@ -105,6 +105,11 @@ type httpBackend struct {
 	hits    atomic.Int64
 	held    atomic.Int64
 	release chan struct{}
+
+	// stopped is set once the task is drained; late counts the
+	// requests that reached it afterwards.
+	stopped atomic.Bool
+	late    atomic.Int64
 }
 
 func newHTTPBackend(t testing.TB, name string) *httpBackend {
@@ -120,6 +125,9 @@ func newHTTPBackend(t testing.TB, name string) *httpBackend {
 
 func (b *httpBackend) serve(w http.ResponseWriter, r *http.Request) {
 	b.hits.Add(1)
+	if b.stopped.Load() {
+		b.late.Add(1)
+	}
 	switch r.URL.Path {
 	case "/hold":
 		b.held.Add(1)
@@ -141,6 +149,22 @@ func (b *httpBackend) unhold() {
 	default:
 		close(b.release)
 	}
+}
+
+// drain waits until the proxy has no connection or request open to b, as
+// the agent does before it stops a task, then stops b.
+func (b *httpBackend) drain(t testing.TB, p *Proxy) {
+	deadline := time.Now().Add(10 * time.Second)
+	for p.ActiveConns(b.name) > 0 {
+		if time.Now().After(deadline) {
+			t.Errorf("task %s not drained after 10s: ActiveConns %d",
+				b.name, p.ActiveConns(b.name))
+			break
+		}
+		time.Sleep(time.Millisecond) // polling interval
+	}
+	b.stopped.Store(true)
+	b.srv.Close()
 }
 
 func (b *httpBackend) backend() Backend {

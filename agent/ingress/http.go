@@ -29,8 +29,10 @@ func (p *Proxy) serveHTTP(l *listener) {
 		Handler:           rp,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		// net/http logs only the unusual here: accept errors, handler
+		// panics, malformed requests.
 		ErrorLog: l.log.StandardLogger(&hclog.StandardLoggerOptions{
-			InferLevels: true,
+			ForceLevel: hclog.Warn,
 		}),
 	}
 	p.connsMu.Lock()

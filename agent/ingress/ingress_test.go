@@ -479,46 +479,63 @@ func TestCloseIdempotent(t *testing.T) {
 }
 
 // TestLoadWhileSwapping sends requests from keep-alive and one-shot
-// clients while the backend set changes every 50ms, and counts failures.
+// clients while the rotation changes every 50ms the way a rolling update
+// changes it: a new task joins, the oldest leaves, and a task that left is
+// stopped as soon as ActiveConns says it is drained. A dead task stays in
+// rotation throughout. No request may fail, and no request may reach a
+// task after its drain.
 func TestLoadWhileSwapping(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
 	}
-	p := newProxy(t, hclog.Info)
-	var bs []Backend
-	for _, name := range []string{"a", "b", "c", "d"} {
-		bs = append(bs, newHTTPBackend(t, name).backend())
-	}
+	p := newProxy(t, hclog.Debug)
 	dead := Backend{TaskID: "dead", Addr: deadAddr(t)}
-	sets := [][]Backend{
-		{bs[0], bs[1]},
-		{bs[1], bs[2], dead},
-		{bs[2], bs[3]},
-		{dead, bs[3], bs[0]},
-		{bs[0]},
-	}
 	port := freePort(t)
-	if err := p.Update([]Route{httpRoute(port, sets[0]...)}); err != nil {
+
+	newTask := func(n int) *httpBackend {
+		return newHTTPBackend(t, fmt.Sprintf("t%d", n))
+	}
+	route := func(live []*httpBackend) Route {
+		r := httpRoute(port, dead)
+		for _, b := range live {
+			r.Backends = append(r.Backends, b.backend())
+		}
+		return r
+	}
+
+	live := []*httpBackend{newTask(0), newTask(1), newTask(2)}
+	all := append([]*httpBackend(nil), live...)
+	if err := p.Update([]Route{route(live)}); err != nil {
 		t.Fatalf("update: %v", err)
 	}
 
+	// The rotation changer, and the drains it starts.
+	var drains sync.WaitGroup
 	stop := make(chan struct{})
 	swapped := make(chan int)
 	go func() {
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
-		n := 0
+		n := len(live)
 		for {
 			select {
 			case <-stop:
-				swapped <- n
+				swapped <- n - 3
 				return
 			case <-tick.C:
 			}
+			old := live[0]
+			live = append(live[1:], newTask(n))
+			all = append(all, live[len(live)-1])
 			n++
-			if err := p.Update([]Route{httpRoute(port, sets[n%len(sets)]...)}); err != nil {
-				t.Errorf("update %d: %v", n, err)
+			if err := p.Update([]Route{route(live)}); err != nil {
+				t.Errorf("update: %v", err)
 			}
+			drains.Add(1)
+			go func() {
+				defer drains.Done()
+				old.drain(t, p)
+			}()
 		}
 	}()
 
@@ -549,18 +566,24 @@ func TestLoadWhileSwapping(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	swaps := <-swapped
+	drains.Wait()
 
 	t.Logf("%d requests, %d swaps, answers %v", clients*perClient, swaps, answered)
 	if len(failures) > 0 {
 		t.Errorf("%d failed requests, first: %s", len(failures), failures[0])
 	}
+	for _, b := range all {
+		if n := b.late.Load(); n > 0 {
+			t.Errorf("%d requests reached task %s after it was drained", n, b.name)
+		}
+	}
 	if swaps < 2 {
 		t.Errorf("only %d swaps during the load", swaps)
 	}
 	waitFor(t, 5*time.Second, func() error {
-		for _, b := range append(bs, dead) {
-			if n := p.ActiveConns(b.TaskID); n != 0 {
-				return fmt.Errorf("ActiveConns(%s) = %d after the load", b.TaskID, n)
+		for _, b := range all {
+			if n := p.ActiveConns(b.name); n != 0 {
+				return fmt.Errorf("ActiveConns(%s) = %d after the load", b.name, n)
 			}
 		}
 		return nil

@@ -54,9 +54,12 @@ func (p *pool) pick(tried []*backend) (*backend, error) {
 	return nil, errNoBackend
 }
 
+// contains compares by task and address, not by pointer: an Update
+// between two attempts replaces every entry, and a task that failed must
+// not be tried again in its new entry.
 func contains(list []*backend, b *backend) bool {
 	for _, x := range list {
-		if x == b {
+		if x.Backend == b.Backend {
 			return true
 		}
 	}
