@@ -200,8 +200,10 @@ func (p *Proxy) Update(routes []Route) error {
 		backends, bad := p.backends(r, used)
 		errs = append(errs, bad...)
 
+		// A port that changes protocol or app is reopened: its server
+		// and its logger belong to the old ones.
 		l := p.listeners[port]
-		if l != nil && l.protocol != r.Protocol {
+		if l != nil && (l.protocol != r.Protocol || l.app != r.App) {
 			p.stopListener(l)
 			l = nil
 		}
@@ -214,7 +216,6 @@ func (p *Proxy) Update(routes []Route) error {
 			p.listeners[port] = l
 			continue
 		}
-		l.app = r.App
 		l.pool.set(backends)
 	}
 
