@@ -23,6 +23,9 @@ type WebApp struct {
 	// of GET /healthz.
 	TCPCheck bool
 	Env      map[string]string
+	// Ingress publishes the http port on every worker at this port when
+	// non-zero.
+	Ingress int
 }
 
 // YAML returns the spec as `hivemind app deploy -f` reads it.
@@ -45,6 +48,9 @@ func (a WebApp) YAML() string {
 		}
 	}
 	b.WriteString("ports:\n  - name: http\n    protocol: http\n")
+	if a.Ingress != 0 {
+		fmt.Fprintf(&b, "    ingress: %d\n", a.Ingress)
+	}
 	if a.TCPCheck {
 		b.WriteString("health:\n  tcp: {port: http}\n")
 	} else {
