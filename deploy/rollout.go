@@ -181,16 +181,30 @@ func countedHealthy(t *pb.Task, pol policy, now time.Time) bool {
 	return now.Sub(time.Unix(0, t.GetHealthySince())) >= pol.minHealthy
 }
 
-// failureOf describes why a new task counts as failed.
+// failureOf describes why a new task counts as failed. The exit code is
+// shown only for a task that ran: a task whose pull or start failed has
+// none, and its message says why.
 func failureOf(t *pb.Task) string {
 	what := "turned unhealthy"
-	if exited(t) {
+	switch {
+	case !exited(t):
+	case ran(t):
 		what = fmt.Sprintf("%s (exit code %d)", t.GetState(), t.GetExitCode())
+	default:
+		what = t.GetState()
 	}
 	if t.GetMessage() != "" {
 		what += ": " + t.GetMessage()
 	}
 	return fmt.Sprintf("task %s on %s %s", t.GetId(), t.GetNode(), what)
+}
+
+// ran reports whether an exited task's container ran: it exited with a
+// code, stopped, or was healthy once. A task that failed with code 0 and
+// was never healthy may have run too; its message then says so.
+func ran(t *pb.Task) bool {
+	return t.GetExitCode() != 0 || t.GetState() == pb.TaskStopped ||
+		t.GetEverHealthy()
 }
 
 // order sorts old tasks in the order they should be stopped: those not
