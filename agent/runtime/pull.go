@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/remotes"
@@ -30,13 +31,43 @@ func (r *Containerd) Pull(ctx context.Context, image string) error {
 		client.WithPullSnapshotter(r.snapshotter),
 	)
 	if errdefs.IsNotFound(err) {
-		return fmt.Errorf("image %q: %w: %w", image, ErrImageNotFound, err)
+		return &pullError{reason: reason(err, image, ref),
+			errs: []error{ErrImageNotFound, err}}
 	}
 	if err != nil {
-		return fmt.Errorf("image %q: pull: %w", image, err)
+		return &pullError{reason: reason(err, image, ref),
+			errs: []error{err}}
 	}
 	r.logger.Info("image pulled", "image", ref)
 	return nil
+}
+
+// pullError is a failed pull. Its text is the registry's reason alone:
+// the caller names the image, and containerd's own text repeats it.
+type pullError struct {
+	reason string
+	errs   []error
+}
+
+func (e *pullError) Error() string   { return e.reason }
+func (e *pullError) Unwrap() []error { return e.errs }
+
+// reason is err's text after the last mention of the image, so
+// `failed to resolve reference "r": r: not found` becomes "not found".
+// Only the text shown changes: callers still test the wrapped errors.
+func reason(err error, image, ref string) string {
+	msg := err.Error()
+	for _, name := range []string{image, ref} {
+		for _, mark := range []string{name + "\": ", name + ": "} {
+			if i := strings.LastIndex(msg, mark); i >= 0 {
+				msg = msg[i+len(mark):]
+			}
+		}
+	}
+	if msg == "" {
+		return err.Error()
+	}
+	return msg
 }
 
 // resolver reaches registries over HTTPS, or plain HTTP for the insecure

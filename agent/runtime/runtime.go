@@ -75,9 +75,10 @@ type Exit struct {
 // Runtime runs task containers. *Containerd implements it; the agent's
 // tests use a fake.
 type Runtime interface {
-	// Pull fetches an image and unpacks it for Start. The error carries
-	// the registry's reason, and wraps ErrImageNotFound when the
-	// registry has no such image.
+	// Pull fetches an image and unpacks it for Start. The error's text
+	// is the registry's reason without the image, which the caller
+	// names ("not found"); it wraps ErrImageNotFound when the registry
+	// has no such image.
 	Pull(ctx context.Context, image string) error
 
 	// Start creates and starts a container on the host network. It fails
