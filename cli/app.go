@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,7 +24,7 @@ const DefaultAddr = "http://127.0.0.1:7070"
 // call builds a fresh App.
 func App() *cli.App {
 	co := &clientOpts{}
-	return &cli.App{
+	app := &cli.App{
 		Name:  "hivemind",
 		Usage: "run containers on a small fleet",
 		Commands: []*cli.Command{
@@ -34,11 +35,64 @@ func App() *cli.App {
 			appCommand(co),
 			snapshotCommand(co),
 		},
+		Action:       groupAction,
+		OnUsageError: usageError,
 		// Errors go back to the caller of Run, never to os.Exit here.
 		ExitErrHandler:       func(*cli.Context, error) {},
 		HideVersion:          true,
 		EnableBashCompletion: false,
 	}
+	setDefaults(app.Commands)
+	return app
+}
+
+// setDefaults gives every command the usage error handler, and every
+// command with subcommands the action that refuses an unknown one.
+func setDefaults(cmds []*cli.Command) {
+	for _, c := range cmds {
+		if c.OnUsageError == nil {
+			c.OnUsageError = usageError
+		}
+		if len(c.Subcommands) > 0 && c.Action == nil {
+			c.Action = groupAction
+		}
+		setDefaults(c.Subcommands)
+	}
+}
+
+// groupAction runs when no subcommand matched: it shows the help of a
+// command given alone, and refuses an unknown subcommand (urfave/cli
+// would otherwise look for a help topic of that name).
+func groupAction(c *cli.Context) error {
+	if c.Args().Present() {
+		path := strings.TrimPrefix(c.Command.HelpName+" ", c.App.Name+" ")
+		return fmt.Errorf("unknown command %q", path+c.Args().First())
+	}
+	if c.Command.HelpName == c.App.Name {
+		return cli.ShowAppHelp(c)
+	}
+	return cli.ShowSubcommandHelp(c)
+}
+
+// usageError replaces urfave/cli's "Incorrect Usage" and help on stdout
+// by the flag package's error alone, which the caller prints once. The
+// flag package names a flag with one dash; ours are written with two.
+func usageError(_ *cli.Context, err error, _ bool) error {
+	const undefined = "flag provided but not defined: -"
+	if name, ok := strings.CutPrefix(err.Error(), undefined); ok {
+		return errors.New(undefinedFlag(name))
+	}
+	return err
+}
+
+// undefinedFlag is the error about a flag that the command lacks,
+// written as it would be given: "-o" or "--bogus".
+func undefinedFlag(name string) string {
+	dashes := "--"
+	if len(name) == 1 {
+		dashes = "-"
+	}
+	return "flag provided but not defined: " + dashes + name
 }
 
 // clientOpts holds the flags every client command has. The flags write
@@ -101,6 +155,12 @@ func action(fn cli.ActionFunc) cli.ActionFunc {
 // arrive here; they are applied by name, which works for every alias
 // because client flags write to a shared Destination.
 func args(c *cli.Context, want int, usage string) ([]string, error) {
+	return argsBetween(c, want, want, usage)
+}
+
+// argsBetween is args for a command that takes from least to most
+// positional arguments.
+func argsBetween(c *cli.Context, least, most int, usage string) ([]string, error) {
 	var pos []string
 	in := c.Args().Slice()
 	for i := 0; i < len(in); i++ {
@@ -120,6 +180,9 @@ func args(c *cli.Context, want int, usage string) ([]string, error) {
 			}
 			return nil, errHelpShown
 		}
+		if !hasFlag(c.Command, name) {
+			return nil, errors.New(undefinedFlag(name))
+		}
 		if !hasVal {
 			if i+1 >= len(in) {
 				return nil, fmt.Errorf("%w: flag %s needs a value", errUsage, a)
@@ -131,10 +194,20 @@ func args(c *cli.Context, want int, usage string) ([]string, error) {
 			return nil, fmt.Errorf("%w: %s: %w", errUsage, a, err)
 		}
 	}
-	if len(pos) != want {
+	if len(pos) < least || len(pos) > most {
 		return nil, fmt.Errorf("%w: %s %s", errUsage, c.Command.HelpName, usage)
 	}
 	return pos, nil
+}
+
+// hasFlag reports whether cmd has a flag of that name or alias.
+func hasFlag(cmd *cli.Command, name string) bool {
+	for _, f := range cmd.Flags {
+		if slices.Contains(f.Names(), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // isFlag reports whether a looks like a flag rather than a value; a

@@ -16,8 +16,7 @@ func appCommand(co *clientOpts) *cli.Command {
 	deployFlags := append(co.flags(), &cli.StringFlag{
 		Name:        "file",
 		Aliases:     []string{"f"},
-		Usage:       "the app spec (YAML)",
-		Required:    true,
+		Usage:       "the app spec (YAML), or give FILE as the argument",
 		Destination: &file,
 	})
 	return &cli.Command{
@@ -25,10 +24,13 @@ func appCommand(co *clientOpts) *cli.Command {
 		Usage: "deploy and manage apps",
 		Subcommands: []*cli.Command{
 			{
-				Name:   "deploy",
-				Usage:  "deploy a new version of an app from a spec file",
-				Flags:  deployFlags,
-				Action: action(func(c *cli.Context) error { return co.appDeploy(c, file) }),
+				Name:      "deploy",
+				Usage:     "deploy a new version of an app from a spec file",
+				ArgsUsage: "FILE | -f FILE",
+				Flags:     deployFlags,
+				Action: action(func(c *cli.Context) error {
+					return co.appDeploy(c, &file)
+				}),
 			},
 			{
 				Name:    "ls",
@@ -70,9 +72,20 @@ func appCommand(co *clientOpts) *cli.Command {
 	}
 }
 
-func (co *clientOpts) appDeploy(c *cli.Context, file string) error {
-	if _, err := args(c, 0, "-f FILE"); err != nil {
+// appDeploy deploys the spec in the file named by the argument or by
+// -f (which args may set, so it is read through a pointer).
+func (co *clientOpts) appDeploy(c *cli.Context, flagFile *string) error {
+	const usage = "FILE | -f FILE"
+	pos, err := argsBetween(c, 0, 1, usage)
+	if err != nil {
 		return err
+	}
+	file := *flagFile
+	switch {
+	case len(pos) == 1 && file == "":
+		file = pos[0]
+	case len(pos) == 1 || file == "":
+		return fmt.Errorf("%w: %s %s", errUsage, c.Command.HelpName, usage)
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {

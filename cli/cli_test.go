@@ -397,8 +397,15 @@ func TestUsageErrors(t *testing.T) {
 		{"extra argument", []string{"app", "rm", "a", "b"}, "usage: hivemind app rm NAME"},
 		{"bad replicas", []string{"app", "scale", "web", "-1"}, `replicas "-1": want a number >= 0`},
 		{"bad output", []string{"app", "ls", "-o", "yaml"}, `output "yaml": want table or json`},
-		{"unknown flag after args", []string{"app", "status", "web", "--nope", "x"}, "no such flag"},
-		{"no file", []string{"app", "deploy"}, `"file" not set`},
+		{"unknown flag after args", []string{"app", "status", "web", "--nope", "x"},
+			"flag provided but not defined: --nope"},
+		{"unknown flag", []string{"app", "ls", "--bogus"}, "flag provided but not defined: --bogus"},
+		{"unknown short flag", []string{"app", "ls", "-x"}, "flag provided but not defined: -x"},
+		{"unknown command", []string{"foo"}, `unknown command "foo"`},
+		{"unknown subcommand", []string{"snapshot", "restore", "x"}, `unknown command "snapshot restore"`},
+		{"no file", []string{"app", "deploy"}, "usage: hivemind app deploy FILE | -f FILE"},
+		{"two files", []string{"app", "deploy", "a.yaml", "-f", "b.yaml"},
+			"usage: hivemind app deploy FILE | -f FILE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -448,9 +455,9 @@ func TestDeploy(t *testing.T) {
 		t.Fatalf("sent spec %v, want web with 0 replicas and defaults", &sent)
 	}
 
-	out, err = run(t, "app", "deploy", "--addr", g.srv.URL, "-f", good, "-o", "json")
+	out, err = run(t, "app", "deploy", "--addr", g.srv.URL, good, "-o", "json")
 	if err != nil {
-		t.Fatalf("deploy -o json: %v", err)
+		t.Fatalf("deploy FILE -o json: %v", err)
 	}
 	jsonEq(t, out, `{"app":"web","version":3,"deployment_id":"d3","changed":true}`)
 
@@ -585,6 +592,9 @@ func TestExitCode(t *testing.T) {
 	}{
 		{"not found", []string{"app", "status", "nope"}, 1, "", `error: app "nope" not found`},
 		{"token", []string{"cluster", "join-token", "manager"}, 0, "HMM-x\n", ""},
+		{"unknown command", []string{"foo"}, 1, "", `error: unknown command "foo"`},
+		{"unknown flag", []string{"app", "ls", "--bogus"}, 1, "",
+			"error: flag provided but not defined: --bogus"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
