@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -92,11 +93,15 @@ func NewVersion(app *pb.App, spec *pb.AppSpec, now time.Time,
 	return cmd, true
 }
 
+// ErrNoRollbackTarget is returned by Rollback for an app without an older
+// version to go back to. Its text is the whole reason, after the app.
+var ErrNoRollbackTarget = errors.New("no older version to roll back to")
+
 // Rollback returns the command that moves app back to its stable version,
 // or, when the current version is the stable one, to the newest older
 // version whose tasks differ. It stores no new version: the app's version
 // pointer moves and a deployment with manual_rollback rolls it out.
-// The error wraps fsm.ErrAppNotFound or fsm.ErrInvalid.
+// The error wraps fsm.ErrAppNotFound or ErrNoRollbackTarget.
 func Rollback(app *pb.App, now time.Time, newID func() string) (*pb.DeployAppCmd, error) {
 	if app == nil {
 		return nil, fmt.Errorf("rollback: %w", fsm.ErrAppNotFound)
@@ -112,8 +117,7 @@ func Rollback(app *pb.App, now time.Time, newID func() string) (*pb.DeployAppCmd
 		}
 	}
 	if target == 0 {
-		return nil, fmt.Errorf("app %q: no older version to roll back to: %w",
-			app.GetName(), fsm.ErrInvalid)
+		return nil, fmt.Errorf("app %q: %w", app.GetName(), ErrNoRollbackTarget)
 	}
 
 	next := proto.Clone(app).(*pb.App)

@@ -121,7 +121,7 @@ func TestRollback(t *testing.T) {
 		{name: "to stable", app: appWith(3, 1, "a", "b", "c"), target: 1},
 		{name: "stable is current: newest older", app: appWith(3, 3, "a", "b", "c"), target: 2},
 		{name: "skips replicas-only versions", app: appWith(3, 3, "a", "b", "b"), target: 1},
-		{name: "nothing older", app: appWith(1, 1, "a"), wantErr: fsm.ErrInvalid},
+		{name: "nothing older", app: appWith(1, 1, "a"), wantErr: ErrNoRollbackTarget},
 		{name: "no app", wantErr: fsm.ErrAppNotFound},
 	}
 	for _, tc := range tests {

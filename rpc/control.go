@@ -224,9 +224,8 @@ func (c *controlServer) RollbackApp(ctx context.Context,
 		}
 		cmd, err := deploy.Rollback(app, c.s.cfg.Now(), c.s.cfg.NewID)
 		if err != nil {
-			// deploy refuses when there is nothing to roll back to.
-			return nil, status.Errorf(codes.FailedPrecondition,
-				"app %q: rollback: %v", req.GetName(), err)
+			// deploy's error names the app and the reason already.
+			return nil, toStatus(err)
 		}
 
 		_, err = c.s.cfg.Raft.Propose(ctx, fsm.DeployAppType, cmd)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hivemind-orch/hivemind/deploy"
 	"github.com/hivemind-orch/hivemind/fsm"
 	"github.com/hivemind-orch/hivemind/spec"
 )
@@ -44,6 +45,8 @@ func codeOf(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, fsm.ErrVersionConflict):
 		return codes.Aborted
+	case errors.Is(err, deploy.ErrNoRollbackTarget):
+		return codes.FailedPrecondition
 	case noLeader(err):
 		return codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):

@@ -575,6 +575,14 @@ func TestRollbackApp(t *testing.T) {
 	if v := m.raft.fsm.State().App("web").GetVersion(); v != 1 {
 		t.Errorf("app version %d after rollback, want 1", v)
 	}
+
+	// Version 1 has nothing older: the message is the reason alone.
+	_, err = m.ctl.RollbackApp(ctxT(t), &pb.RollbackAppRequest{Name: "web"})
+	st, _ := status.FromError(err)
+	const want = `app "web": no older version to roll back to`
+	if st.Code() != codes.FailedPrecondition || st.Message() != want {
+		t.Errorf("second rollback: %v, want FailedPrecondition %q", err, want)
+	}
 }
 
 func TestJoinToken(t *testing.T) {
