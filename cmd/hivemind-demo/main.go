@@ -1,8 +1,12 @@
 // Command hivemind-demo runs Hivemind end to end on this machine and says
 // what happened: a private containerd per worker, a local registry, three
 // managers and two workers on loopback addresses, three replicas of a web
-// app, then a rolling update to a new version during which the Raft leader
-// is killed with SIGKILL. Every figure it prints is one it measured.
+// app published on an ingress port of every worker, then a rolling update
+// to a new version under steady load through both workers' ingress, during
+// which the Raft leader is killed with SIGKILL. It counts every request
+// that failed and which version answered each, shows the draining and
+// stopping of the old tasks as it sees them, and asks a worker's DNS for
+// the app. Every figure it prints is one it measured.
 //
 // It stops everything it started, containers included, at the end, on
 // Ctrl-C and on failure (exiting non-zero with the reason).
@@ -14,16 +18,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hivemind-orch/hivemind/internal/cluster"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
 const (
@@ -35,13 +42,14 @@ func main() {
 	bin := flag.String("hivemind", "bin/hivemind", "path to the hivemind binary")
 	verbose := flag.Bool("v", false, "also print the harness's own progress lines")
 	keep := flag.Bool("keep", false, "keep the run directory (logs, data dirs) after stopping")
+	subnet := flag.Int("subnet", 0, "run on 127.0.SUBNET.x, beside another cluster on 127.0.0.x")
 	flag.Parse()
 
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "hivemind-demo: must run as root (containerd runs the containers)")
 		os.Exit(1)
 	}
-	d := &demo{start: time.Now(), out: os.Stdout}
+	d := &demo{start: time.Now(), out: os.Stdout, subnet: *subnet}
 	var harness io.Writer = io.Discard
 	if *verbose {
 		harness = &indent{w: os.Stdout}
@@ -52,6 +60,7 @@ func main() {
 		Workers:  2,
 		Log:      harness,
 		KeepDir:  *keep,
+		Subnet:   *subnet,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hivemind-demo:", err)
@@ -83,12 +92,14 @@ func main() {
 
 // demo holds the cluster and prints steps with the time since the start.
 type demo struct {
-	c     *cluster.Cluster
-	start time.Time
-	out   io.Writer
+	c      *cluster.Cluster
+	start  time.Time
+	out    io.Writer
+	subnet int
 
 	mu       sync.Mutex
 	stopOnce sync.Once
+	stopping atomic.Bool // no more timeline lines: the demo is stopping
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -97,7 +108,16 @@ func (d *demo) say(format string, args ...any) {
 	fmt.Fprintf(d.out, "[%6.1fs] %s\n", time.Since(d.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
+// at is t as seconds since the demo started, the time of the timeline.
+func (d *demo) at(t time.Time) string {
+	if t.IsZero() {
+		return "(unknown)"
+	}
+	return fmt.Sprintf("%.1fs", t.Sub(d.start).Seconds())
+}
+
 func (d *demo) stop() {
+	d.stopping.Store(true)
 	d.stopOnce.Do(func() {
 		t0 := time.Now()
 		d.say("stopping: removing the app, stopping workers, managers and containerds, removing containers and the run directory")
@@ -120,7 +140,7 @@ func (d *demo) run() error {
 	c := d.c
 
 	// 1. The cluster.
-	d.say("starting a registry with web:v1 and web:v2, a private containerd per worker, managers m1-m3 on 127.0.0.1-3 and workers w1-w2 on 127.0.0.11-12 (run dir %s)", c.Dir)
+	d.say("starting a registry with web:v1 and web:v2, a private containerd per worker, managers m1-m3 on 127.0.%[1]d.1-3 and workers w1-w2 on 127.0.%[1]d.11-12 (run dir %[2]s)", d.subnet, c.Dir)
 	t0 := time.Now()
 	if err := c.Start(); err != nil {
 		return fmt.Errorf("start the cluster: %w", err)
@@ -135,34 +155,94 @@ func (d *demo) run() error {
 	}
 	d.say("cluster up in %s: %s is the Raft leader; node ls shows %s", round(time.Since(t0)), leader, describeNodes(nodes))
 
-	// 2. Three replicas of v1.
+	// 2. Three replicas of v1 behind the ingress of every worker.
+	var workerIPs []string
+	for _, w := range c.Workers() {
+		workerIPs = append(workerIPs, w.IP)
+	}
+	port, err := freePort(workerIPs, 8080, 8099)
+	if err != nil {
+		return err
+	}
 	app := cluster.WebApp{Name: appName, Image: c.Image("v1"), Replicas: replicas,
-		MinHealthyTime: "2s", DrainTimeout: "2s"}
-	d.say("deploying %s with %d replicas of %s (health check GET /healthz every 500ms, min_healthy_time 2s)", appName, replicas, app.Image)
+		MinHealthyTime: "2s", DrainTimeout: "2s", Ingress: port}
+	d.say("deploying %s: %d replicas of %s, its http port published as ingress %d on every worker (health check GET /healthz every 500ms, min_healthy_time 2s, drain_timeout 2s, batch_size 1)",
+		appName, replicas, app.Image, port)
+	w := startWatcher(d, appName)
+	defer w.finish()
 	t0 = time.Now()
 	if _, err := c.Deploy(app.YAML()); err != nil {
 		return err
 	}
-	st, err := d.waitSettled(1, 90*time.Second)
+	st, err := w.waitFor(90*time.Second, func(st *pb.AppStatusResponse) error { return settled(st, 1, replicas) })
 	if err != nil {
-		return err
+		return fmt.Errorf("v1 never settled: %w", err)
 	}
 	d.say("all %d replicas running and healthy %s after app deploy", replicas, round(time.Since(t0)))
 	if err := d.checkEach(st, "v1"); err != nil {
 		return err
 	}
+	var targets []string
+	for _, ip := range workerIPs {
+		target := fmt.Sprintf("%s:%d", ip, port)
+		var body string
+		err := cluster.WaitFor(15*time.Second, func() error {
+			b, err := cluster.Get(target, "/")
+			body = b
+			if err == nil && !strings.HasPrefix(b, "VERSION=v1 ") {
+				err = fmt.Errorf("ingress %s answers %q, want v1", target, b)
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("ingress: %w", err)
+		}
+		d.say("  ingress %s answers %q", target, body)
+		targets = append(targets, target)
+	}
+	if err := d.showDNS(workerIPs, st, "v1"); err != nil {
+		return err
+	}
 
-	// 3. Roll to v2, killing the leader when the first new task is healthy.
-	events := newEvents(d)
-	events.quiet(st)
-	probe := startProbe(c)
+	// 3. Roll to v2 under load, killing the leader when the first new task
+	// is healthy.
+	const interval = 50 * time.Millisecond
+	rate := len(targets) * 2 * int(time.Second/interval)
+	d.say("sending %d requests/s of GET / through the ingress of both workers (%s), half over a keep-alive connection, half over a new connection each; a request fails on a connection error, a reset, a timeout (3s) or a non-200",
+		rate, strings.Join(targets, " and "))
+	l := startLoad(targets, interval, func(g string) {
+		if !d.stopping.Load() {
+			d.say("  REQUEST FAILED (first of its kind): %s", g)
+		}
+	})
+	var stopped bool
+	defer func() {
+		if !stopped {
+			l.finish()
+		}
+	}()
+	time.Sleep(time.Second) // a second of load on v1 alone, as a baseline
+
+	w.loud()
 	app.Image = c.Image("v2")
-	d.say("deploying %s (a rolling update: batch_size 1) and sending requests to every task the cluster lists as healthy, about every 50ms", app.Image)
+	d.say("deploying %s: a rolling update, one task at a time; task changes are printed as they are seen (app status polled every 50ms)", app.Image)
 	deployAt := time.Now()
 	if _, err := c.Deploy(app.YAML()); err != nil {
 		return err
 	}
-	before, err := d.firstHealthyV2(events)
+	var before []string
+	_, err = w.waitFor(60*time.Second, func(st *pb.AppStatusResponse) error {
+		before = before[:0]
+		for _, t := range live(st) {
+			if t.GetVersion() == 2 && t.GetHealthy() && t.GetState() == pb.TaskRunning {
+				before = append(before, t.GetId())
+			}
+		}
+		if len(before) == 0 {
+			return fmt.Errorf("no v2 task healthy yet")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -171,143 +251,294 @@ func (d *demo) run() error {
 		return err
 	}
 	d.say("first v2 task %s is healthy: killing the leader %s with SIGKILL", strings.Join(before, ", "), leader)
-	killAt := time.Now()
 	if err := c.KillManager(leader); err != nil {
 		return err
 	}
+	killAt := time.Now()
 	newLeader, took, err := d.waitNewLeader(leader, 30*time.Second)
 	if err != nil {
 		return err
 	}
-	d.say("%s was elected leader %d ms after the kill (seen by polling cluster status on the survivors)", newLeader, took.Milliseconds())
+	d.say("%s is the new leader, %d ms after %s exited (polling the survivors' cluster status every 25ms)", newLeader, took.Milliseconds(), leader)
 
-	st, err = d.follow(events, 90*time.Second)
+	st, err = w.waitFor(90*time.Second, func(st *pb.AppStatusResponse) error {
+		dep := st.GetDeployment()
+		if dep == nil || dep.GetToVersion() != 2 || dep.GetStatus() == "running" {
+			return fmt.Errorf("deployment to v2 still running")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	rollout := time.Since(deployAt)
-	sinceKill := time.Since(killAt)
-	if moved := events.firstPlacedAfter(killAt); !moved.IsZero() {
-		d.say("the rollout moved again (next v2 task placed) %s after the kill; without a kill, the next batch is due min_healthy_time (2s) after the previous one is healthy",
-			round(moved.Sub(killAt)))
+	dep := st.GetDeployment()
+	if dep.GetStatus() != "successful" {
+		return fmt.Errorf("the rollout did not complete: deployment %s is %s: %s", dep.GetId(), dep.GetStatus(), dep.GetDescription())
 	}
-	sent, failed := probe.finish()
-	d.say("rollout finished %s after app deploy (%s after the kill); deployment %s is %s",
-		round(rollout), round(sinceKill), st.Deployment.ID, st.Deployment.Status)
+	st, err = w.waitFor(30*time.Second, func(st *pb.AppStatusResponse) error { return settled(st, 2, replicas) })
+	if err != nil {
+		return fmt.Errorf("deployment successful but v2 never settled: %w", err)
+	}
+	settledIn := time.Since(deployAt)
+	time.Sleep(time.Second) // a last second of load on v2 alone
+	results := l.finish()
+	stopped = true
+	loadEnd := time.Now()
+	d.say("load stopped")
 	if err := d.checkEach(st, "v2"); err != nil {
+		return err
+	}
+	if err := d.showDNS(workerIPs, st, "v2"); err != nil {
 		return err
 	}
 
 	// 4. What it adds up to.
-	kept := true
-	live := map[string]bool{}
-	for _, t := range st.Live() {
-		live[t.ID] = true
-	}
-	for _, id := range before {
-		kept = kept && live[id]
-	}
+	_, seen := w.snapshot()
+	return d.summary(summaryIn{
+		leader: leader, newLeader: newLeader, took: took, killAt: killAt,
+		rollout: rollout, settledIn: settledIn, st: st, before: before,
+		seen: seen, results: results, loadEnd: loadEnd, port: port,
+	})
+}
+
+type summaryIn struct {
+	leader, newLeader string
+	took              time.Duration
+	killAt, loadEnd   time.Time
+	rollout           time.Duration
+	settledIn         time.Duration
+	st                *pb.AppStatusResponse
+	before            []string
+	seen              map[string]taskSeen
+	results           []result
+	port              int
+}
+
+func (d *demo) summary(in summaryIn) error {
+	var problems []string
 	d.say("summary:")
-	d.say("  - leader %s killed with SIGKILL mid-rollout; %s took over after %d ms", leader, newLeader, took.Milliseconds())
-	d.say("  - rolling update of %d replicas done in %s, deployment %s", replicas, round(rollout), st.Deployment.Status)
-	d.say("  - every task now answers VERSION=v2: %s", strings.Join(ids(st.Live()), ", "))
-	d.say("  - %d distinct v2 tasks were ever placed for %d replicas (a task placed twice would show more)", len(events.seen[2]), replicas)
+	d.say("  - leader %s killed with SIGKILL mid-rollout; %s was elected %d ms later", in.leader, in.newLeader, in.took.Milliseconds())
+
+	var moved time.Time
+	var v2 []string
+	for _, s := range in.seen {
+		if s.version == 2 {
+			v2 = append(v2, s.id)
+		}
+		if s.firstSeen.After(in.killAt) && (moved.IsZero() || s.firstSeen.Before(moved)) {
+			moved = s.firstSeen
+		}
+	}
+	if !moved.IsZero() {
+		d.say("  - the rollout moved on (next v2 task placed) %s after the kill; without a kill the next task is due min_healthy_time (2s) after the previous one is healthy",
+			round(moved.Sub(in.killAt)))
+	}
+	d.say("  - rolling update of %d replicas: deployment %s %s after app deploy; the last v1 task was gone %s after app deploy",
+		replicas, in.st.GetDeployment().GetStatus(), round(in.rollout), round(in.settledIn))
+	d.say("  - every task now answers VERSION=v2: %s", strings.Join(taskIDs(live(in.st)), ", "))
+	d.say("  - %d distinct v2 tasks were ever placed for %d replicas (a task placed twice would show more)", len(v2), replicas)
+	if len(v2) != replicas {
+		problems = append(problems, fmt.Sprintf("%d v2 tasks placed for %d replicas", len(v2), replicas))
+	}
+	liveIDs := map[string]bool{}
+	for _, t := range live(in.st) {
+		liveIDs[t.GetId()] = true
+	}
+	kept := true
+	for _, id := range in.before {
+		kept = kept && liveIDs[id]
+	}
 	if kept {
-		d.say("  - the v2 task healthy before the kill (%s) is still the same task: not restarted", strings.Join(before, ", "))
+		d.say("  - the v2 task healthy before the kill (%s) is still the same task: not restarted", strings.Join(in.before, ", "))
 	} else {
-		d.say("  - WARNING: a v2 task healthy before the kill (%s) was replaced", strings.Join(before, ", "))
+		d.say("  - a v2 task healthy before the kill (%s) was replaced", strings.Join(in.before, ", "))
+		problems = append(problems, "a v2 task healthy before the kill was replaced")
+	}
+
+	// Old tasks: the order they went through.
+	var v1 []taskSeen
+	for _, s := range in.seen {
+		if s.version == 1 {
+			v1 = append(v1, s)
+		}
+	}
+	sort.Slice(v1, func(i, j int) bool { return v1[i].stopAt.Before(v1[j].stopAt) })
+	for _, s := range v1 {
+		d.say("  - v1 task %s on %s: app status showed %s", s.id, s.node, strings.Join(s.states, " -> "))
+		var steps []string
+		for _, l := range workerLog(d.c, s.node, s.id) {
+			if l.at.Before(s.stopAt) {
+				continue
+			}
+			steps = append(steps, fmt.Sprintf("%s at %s", l.what, d.at(l.at)))
+		}
+		if len(steps) == 0 {
+			steps = []string{"(nothing found)"}
+		}
+		d.say("    told to stop at %s, out of rotation on every worker at %s (leader's times); %s logged: %s",
+			d.at(s.stopAt), d.at(s.outAt), s.node, strings.Join(steps, ", "))
+	}
+
+	// Traffic.
+	n := len(in.results)
+	byVersion := map[string]int{}
+	var failed int
+	var lastV1 *result
+	afterOut := 0
+	for i := range in.results {
+		r := &in.results[i]
+		if r.err != "" {
+			failed++
+			continue
+		}
+		byVersion[r.version]++
+		if r.version == "v1" {
+			if lastV1 == nil || r.start.After(lastV1.start) {
+				lastV1 = r
+			}
+			if s, ok := in.seen[r.task]; ok && !s.outAt.IsZero() && r.start.After(s.outAt) {
+				afterOut++
+			}
+		}
+	}
+	var span time.Duration
+	if n > 0 {
+		span = in.results[n-1].start.Sub(in.results[0].start)
+	}
+	d.say("  - %d requests through the ingress of both workers over %s (%.0f/s): %d answered by v1, %d by v2, %d FAILED",
+		n, round(span), float64(n)/max(span.Seconds(), 1), byVersion["v1"], byVersion["v2"], failed)
+	if failed > 0 {
+		for _, g := range groupFailures(in.results) {
+			d.say("      %d x %s (from %s to %s)", g.n, g.key, d.at(g.first), d.at(g.last))
+		}
+		problems = append(problems, fmt.Sprintf("%d of %d requests failed", failed, n))
+	}
+	var lastOut time.Time
+	var lastOutTask string
+	missing := 0
+	for _, s := range v1 {
+		if s.outAt.IsZero() {
+			missing++
+			continue
+		}
+		if s.outAt.After(lastOut) {
+			lastOut, lastOutTask = s.outAt, s.id
+		}
 	}
 	switch {
-	case sent == 0:
-		d.say("  - no request was sent to the tasks during the rollout")
-	case len(failed) == 0:
-		d.say("  - %d requests sent straight to the tasks listed healthy during the rollout; none failed", sent)
+	case lastV1 == nil:
+		d.say("  - no request was answered by v1")
+	case lastOut.IsZero():
+		d.say("  - the last v1 answer was to a request sent at %s; no v1 task was seen marked out of rotation", d.at(lastV1.start))
 	default:
-		d.say("  - %d requests sent straight to the tasks listed healthy during the rollout; %d failed:", sent, len(failed))
-		byTask := map[string][]failure{}
-		var order []string
-		for _, f := range failed {
-			if byTask[f.task] == nil {
-				order = append(order, f.task)
-			}
-			byTask[f.task] = append(byTask[f.task], f)
-		}
-		for _, id := range order {
-			fs := byTask[id]
-			d.say("      %d to task %s (states seen: %s), first: %s", len(fs), id,
-				strings.Join(events.states[id], " -> "), fs[0].err)
-		}
-		for _, id := range order {
-			if !slices.Contains(events.states[id], "draining") &&
-				!slices.Contains(events.states[id], "draining, healthy") {
-				d.say("    task %s was never seen draining before it stopped, though the spec sets drain_timeout: 2s", id)
-			}
-		}
-		d.say("    (this demo refreshes its list of healthy tasks from app status every 200ms and does not go through an ingress proxy)")
+		d.say("  - the last v1 answer (task %s) was to a request sent at %s, %s that task was told to stop and %s the last v1 task (%s) was out of rotation at %s (the leader's time, once every ingress confirmed)",
+			lastV1.task, d.at(lastV1.start), beforeAfter(lastV1.start, in.seen[lastV1.task].stopAt),
+			beforeAfter(lastV1.start, lastOut), lastOutTask, d.at(lastOut))
 	}
-	if len(events.seen[2]) != replicas || !kept {
-		return fmt.Errorf("the rollout did not keep its promises (see above)")
+	if missing > 0 {
+		d.say("    (%d v1 tasks were gone before a poll saw them marked out of rotation)", missing)
+	}
+	if afterOut > 0 {
+		d.say("  - %d requests sent after their v1 task was out of rotation were still answered by it", afterOut)
+		problems = append(problems, fmt.Sprintf("%d answers from tasks already out of rotation", afterOut))
+	} else {
+		d.say("  - no request sent after its v1 task was out of rotation was answered by that task")
+	}
+
+	if len(problems) > 0 {
+		return fmt.Errorf("the rollout completed, but: %s", strings.Join(problems, "; "))
+	}
+	d.say("  => the rollout completed with the leader killed halfway, and no request through the ingress failed")
+	return nil
+}
+
+// freePort is the first port in [from, to] free on every ip.
+func freePort(ips []string, from, to int) (int, error) {
+	for p := from; p <= to; p++ {
+		ok := true
+		for _, ip := range ips {
+			ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, p))
+			if err != nil {
+				ok = false
+				break
+			}
+			ln.Close()
+		}
+		if ok {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("no port in %d-%d free on %s for the ingress", from, to, strings.Join(ips, ", "))
+}
+
+// showDNS asks every worker's DNS for APP.hivemind and says whether it
+// lists exactly the live tasks of st.
+func (d *demo) showDNS(ips []string, st *pb.AppStatusResponse, version string) error {
+	var want []string
+	for _, t := range live(st) {
+		want = append(want, t.GetId()+"@"+addr(t))
+	}
+	sort.Strings(want)
+	for _, ip := range ips {
+		server := fmt.Sprintf("%s:%d", ip, dnsPort)
+		var ans dnsAnswer
+		// The worker's DNS follows the endpoint set a moment after app
+		// status does.
+		err := cluster.WaitFor(5*time.Second, func() error {
+			a, err := lookup(server, appName)
+			ans = a
+			if err == nil && !slices.Equal(a.srv, want) {
+				err = fmt.Errorf("SRV %v, want %v", a.srv, want)
+			}
+			return err
+		})
+		verdict := fmt.Sprintf("the %d %s tasks", len(want), version)
+		if err != nil {
+			verdict = "NOT the live tasks: " + err.Error()
+		}
+		d.say("  DNS %s.hivemind at %s: %s: %s", appName, server, ans, verdict)
 	}
 	return nil
 }
 
-// waitSettled waits until the app runs only healthy tasks of version.
-func (d *demo) waitSettled(version int64, timeout time.Duration) (*cluster.AppStatus, error) {
-	var st *cluster.AppStatus
-	err := cluster.WaitFor(timeout, func() error {
-		s, err := d.c.AppStatus(appName)
-		if err != nil {
-			return err
-		}
-		st = s
-		return s.Settled(version)
-	})
-	return st, err
+func taskIDs(ts []*pb.Task) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, t.GetId())
+	}
+	return out
 }
 
-// checkEach GETs / from every task and prints what it answers.
-func (d *demo) checkEach(st *cluster.AppStatus, image string) error {
-	for _, t := range st.Live() {
-		addr := t.Addresses["http"]
-		body, err := cluster.Get(addr, "/")
+// beforeAfter says "N ms before" or "N ms after": a against b.
+func beforeAfter(a, b time.Time) string {
+	if b.IsZero() {
+		return "(time unknown)"
+	}
+	if d := a.Sub(b); d < 0 {
+		return fmt.Sprintf("%d ms before", (-d).Milliseconds())
+	} else {
+		return fmt.Sprintf("%d ms after", d.Milliseconds())
+	}
+}
+
+// checkEach GETs / from every live task directly and prints its answer.
+func (d *demo) checkEach(st *pb.AppStatusResponse, image string) error {
+	for _, t := range live(st) {
+		body, err := cluster.Get(addr(t), "/")
 		if err != nil {
-			return fmt.Errorf("task %s: %w", t.ID, err)
+			return fmt.Errorf("task %s: %w", t.GetId(), err)
 		}
-		want := fmt.Sprintf("VERSION=%s TASK=%s", image, t.ID)
+		want := fmt.Sprintf("VERSION=%s TASK=%s", image, t.GetId())
 		if body != want {
-			return fmt.Errorf("task %s at %s answers %q, want %q", t.ID, addr, body, want)
+			return fmt.Errorf("task %s at %s answers %q, want %q", t.GetId(), addr(t), body, want)
 		}
-		d.say("  task %s on %s at %s answers %q", t.ID, t.Node, addr, body)
+		d.say("  task %s on %s at %s answers %q", t.GetId(), t.GetNode(), addr(t), body)
 	}
 	return nil
 }
 
-// firstHealthyV2 follows the rollout until a v2 task is healthy and
-// returns the healthy v2 task IDs.
-func (d *demo) firstHealthyV2(ev *events) ([]string, error) {
-	var healthy []string
-	err := cluster.WaitFor(60*time.Second, func() error {
-		st, err := d.c.AppStatus(appName)
-		if err != nil {
-			return err
-		}
-		ev.update(st)
-		healthy = healthy[:0]
-		for _, t := range st.Live() {
-			if t.Version == 2 && t.Healthy && t.State == "running" {
-				healthy = append(healthy, t.ID)
-			}
-		}
-		if len(healthy) == 0 {
-			return fmt.Errorf("no v2 task healthy yet")
-		}
-		return nil
-	})
-	sort.Strings(healthy)
-	return healthy, err
-}
-
-// waitNewLeader polls the surviving managers every 50ms until one names a
+// waitNewLeader polls the surviving managers every 25ms until one names a
 // leader other than old.
 func (d *demo) waitNewLeader(old string, timeout time.Duration) (string, time.Duration, error) {
 	t0 := time.Now()
@@ -316,163 +547,13 @@ func (d *demo) waitNewLeader(old string, timeout time.Duration) (string, time.Du
 			if m.Name == old || !d.c.Running(m.Name) {
 				continue
 			}
-			var st cluster.ClusterStatus
-			if err := d.c.JSONAt(m.Name, &st, "cluster", "status"); err != nil {
-				continue
-			}
-			if st.Leader != "" && st.Leader != old {
-				return st.Leader, time.Since(t0), nil
+			if l, err := leaderSeenBy(m); err == nil && l != "" && l != old {
+				return l, time.Since(t0), nil
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(25 * time.Millisecond)
 	}
 	return "", 0, fmt.Errorf("no new leader %s after killing %s", timeout, old)
-}
-
-// follow prints the rollout's events until the app is settled on v2.
-func (d *demo) follow(ev *events, timeout time.Duration) (*cluster.AppStatus, error) {
-	var st *cluster.AppStatus
-	err := cluster.WaitFor(timeout, func() error {
-		s, err := d.c.AppStatus(appName)
-		if err != nil {
-			return err
-		}
-		ev.update(s)
-		st = s
-		return s.Settled(2)
-	})
-	return st, err
-}
-
-// events turns successive app statuses into lines about task changes.
-type events struct {
-	d      *demo
-	silent bool
-	last   map[string]cluster.Task
-	seen   map[int64]map[string]bool
-	states map[string][]string  // task ID -> the states seen, in order
-	placed map[string]time.Time // task ID -> when it was first seen
-}
-
-func newEvents(d *demo) *events {
-	return &events{d: d, last: map[string]cluster.Task{},
-		seen: map[int64]map[string]bool{}, states: map[string][]string{},
-		placed: map[string]time.Time{}}
-}
-
-// quiet records st as the starting point without printing it.
-func (e *events) quiet(st *cluster.AppStatus) {
-	e.silent = true
-	e.update(st)
-	e.silent = false
-}
-
-func (e *events) say(format string, args ...any) {
-	if !e.silent {
-		e.d.say(format, args...)
-	}
-}
-
-func (e *events) update(st *cluster.AppStatus) {
-	now := map[string]cluster.Task{}
-	for _, t := range st.Tasks {
-		now[t.ID] = t
-		v := int64(t.Version)
-		if e.seen[v] == nil {
-			e.seen[v] = map[string]bool{}
-		}
-		e.seen[v][t.ID] = true
-		old, ok := e.last[t.ID]
-		switch {
-		case !ok:
-			e.placed[t.ID] = time.Now()
-			e.say("  task %s (v%d) placed on %s: %s%s", t.ID, t.Version, t.Node, t.State, healthWord(t))
-		case old.State != t.State || old.Healthy != t.Healthy:
-			e.say("  task %s (v%d) on %s: %s%s", t.ID, t.Version, t.Node, t.State, healthWord(t))
-		default:
-			continue
-		}
-		e.states[t.ID] = append(e.states[t.ID], t.State+healthWord(t))
-	}
-	for id, t := range e.last {
-		if _, ok := now[id]; !ok {
-			e.say("  task %s (v%d) on %s is gone from app status", id, t.Version, t.Node)
-			e.states[id] = append(e.states[id], "gone")
-		}
-	}
-	e.last = now
-}
-
-// firstPlacedAfter is when the first task first seen after t was seen;
-// zero if none.
-func (e *events) firstPlacedAfter(t time.Time) time.Time {
-	var first time.Time
-	for _, at := range e.placed {
-		if at.After(t) && (first.IsZero() || at.Before(first)) {
-			first = at
-		}
-	}
-	return first
-}
-
-func healthWord(t cluster.Task) string {
-	if t.Healthy {
-		return ", healthy"
-	}
-	return ""
-}
-
-// probe sends GET / to each task the cluster lists as running and
-// healthy, refreshing the list from app status.
-type probe struct {
-	stop chan struct{}
-	done chan struct{}
-
-	sent   int
-	failed []failure
-}
-
-// failure is one request that got no good answer.
-type failure struct{ task, err string }
-
-func startProbe(c *cluster.Cluster) *probe {
-	p := &probe{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		var targets []cluster.Task
-		refreshed := time.Time{}
-		for {
-			select {
-			case <-p.stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			if time.Since(refreshed) > 200*time.Millisecond {
-				if st, err := c.AppStatus(appName); err == nil {
-					targets = targets[:0]
-					for _, t := range st.Live() {
-						if t.Healthy && t.State == "running" {
-							targets = append(targets, t)
-						}
-					}
-				}
-				refreshed = time.Now()
-			}
-			for _, t := range targets {
-				p.sent++
-				if _, err := cluster.Get(t.Addresses["http"], "/"); err != nil {
-					p.failed = append(p.failed, failure{t.ID, err.Error()})
-				}
-			}
-		}
-	}()
-	return p
-}
-
-func (p *probe) finish() (int, []failure) {
-	close(p.stop)
-	<-p.done
-	return p.sent, p.failed
 }
 
 func describeNodes(nodes []cluster.Node) string {
@@ -481,14 +562,6 @@ func describeNodes(nodes []cluster.Node) string {
 		parts = append(parts, fmt.Sprintf("%s (%s, %s)", n.Name, n.Role, n.Status))
 	}
 	return strings.Join(parts, ", ")
-}
-
-func ids(tasks []cluster.Task) []string {
-	var out []string
-	for _, t := range tasks {
-		out = append(out, t.ID)
-	}
-	return out
 }
 
 func round(d time.Duration) time.Duration {
