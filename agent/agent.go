@@ -212,8 +212,7 @@ func (a *Agent) openRuntime() (runtime.Runtime, error) {
 		Logger:             a.log.Named("runtime"),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("containerd at %s: %w",
-			a.cfg.ContainerdSocket, err)
+		return nil, err // it names the socket
 	}
 	return rt, nil
 }

@@ -2,7 +2,10 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"sync"
 	"time"
 
@@ -16,6 +19,11 @@ const runcRuntime = "io.containerd.runc.v2"
 
 // exitBuffer is how many exits wait for the agent before watchers block.
 const exitBuffer = 256
+
+// connectTimeout bounds the first call to the daemon, and containerd's
+// reconnect backoff. A daemon on a local socket answers in milliseconds;
+// one that does not within this time is not coming.
+const connectTimeout = 3 * time.Second
 
 // Containerd is the Runtime over a containerd daemon. Make it with
 // NewContainerd; it is safe for concurrent use.
@@ -45,8 +53,9 @@ type Containerd struct {
 var _ Runtime = (*Containerd)(nil)
 
 // NewContainerd connects to the daemon at cfg.Socket, checks that it
-// answers (within 10s) and picks the snapshotter. Empty Socket and
-// Namespace take DefaultConfig's values.
+// answers (within connectTimeout) and picks the snapshotter. A socket
+// that does not exist fails at once. Empty Socket and Namespace take
+// DefaultConfig's values. Errors name the socket.
 func NewContainerd(cfg Config) (*Containerd, error) {
 	def := DefaultConfig()
 	if cfg.Socket == "" {
@@ -63,8 +72,14 @@ func NewContainerd(cfg Config) (*Containerd, error) {
 		logger = hclog.NewNullLogger()
 	}
 
+	// containerd's dialer waits for a missing socket to appear, until
+	// the timeout: a wrong path would look like a daemon that hangs.
+	if err := checkSocket(cfg.Socket); err != nil {
+		return nil, err
+	}
 	cl, err := client.New(cfg.Socket,
-		client.WithDefaultNamespace(cfg.Namespace))
+		client.WithDefaultNamespace(cfg.Namespace),
+		client.WithTimeout(connectTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("containerd %s: %w", cfg.Socket, err)
 	}
@@ -86,7 +101,7 @@ func NewContainerd(cfg Config) (*Containerd, error) {
 		r.insecure[h] = true
 	}
 
-	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, pcancel := context.WithTimeout(ctx, connectTimeout)
 	defer pcancel()
 	v, err := cl.Version(pctx)
 	if err != nil {
@@ -102,6 +117,23 @@ func NewContainerd(cfg Config) (*Containerd, error) {
 		"version", v.Version, "namespace", cfg.Namespace,
 		"snapshotter", r.snapshotter)
 	return r, nil
+}
+
+// checkSocket tells whether path is a unix socket, naming it in the
+// error: "containerd socket /x.sock: no such file or directory".
+func checkSocket(path string) error {
+	fi, err := os.Stat(path)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	if err != nil {
+		return fmt.Errorf("containerd socket %s: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("containerd socket %s: not a socket", path)
+	}
+	return nil
 }
 
 // pickSnapshotter returns want, or when want is "" overlayfs if the daemon
