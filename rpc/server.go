@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
@@ -144,7 +145,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:    cfg,
 		log:    cfg.Logger.Named("rpc"),
 		store:  cfg.Store,
-		dialOp: dialOptions(cfg.DialOptions...),
+		dialOp: DialOptions(cfg.DialOptions...),
 		done:   make(chan struct{}),
 	}
 	s.conns = newConnCache(s.dialOp)
@@ -301,12 +302,29 @@ func (s *Server) stopServers(ctx context.Context) error {
 // TODO: transport security is insecure until the cluster CA exists; TLS
 // credentials will be added here and through Config.DialOptions.
 func Dial(addr string) (*grpc.ClientConn, error) {
-	return dial(addr, dialOptions())
+	return dial(addr, DialOptions())
 }
 
-func dialOptions(extra ...grpc.DialOption) []grpc.DialOption {
+// reconnect is how a client connection retries a manager it lost. gRPC's
+// default backoff grows to 120s, so a manager that restarted would look
+// unreachable long after it serves again; between managers on one LAN a
+// retry a second is cheap.
+var reconnect = grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  100 * time.Millisecond,
+		Multiplier: backoff.DefaultConfig.Multiplier,
+		Jitter:     backoff.DefaultConfig.Jitter,
+		MaxDelay:   time.Second,
+	},
+	MinConnectTimeout: time.Second,
+}
+
+// DialOptions returns the options of Dial followed by extra: those of
+// every client connection to a manager, from a manager or a worker.
+func DialOptions(extra ...grpc.DialOption) []grpc.DialOption {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(reconnect),
 	}
 	return append(opts, extra...)
 }
