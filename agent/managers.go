@@ -6,8 +6,8 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/hivemind-orch/hivemind/rpc"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
@@ -30,14 +30,11 @@ func newManagers(addrs []string, opts []grpc.DialOption) *managers {
 	}
 }
 
-// dialOptions are the options of every connection to a manager.
-//
-// TODO: mutual TLS with the cluster CA once the security step lands; only
-// this function has to change.
+// dialOptions are the options of every connection to a manager: those
+// of rpc.Dial, so a worker retries a restarted manager as quickly as the
+// managers retry each other, and gets the cluster's TLS from one place.
 func dialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-	}
+	return rpc.DialOptions()
 }
 
 // set replaces the address list, keeping the current address first if it
