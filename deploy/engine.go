@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -213,16 +215,20 @@ func (e *Engine) syncManagers(ctx context.Context, snap *fsm.Snapshot, now time.
 			RpcPort:  int32(m.Meta.RPCPort),
 			HttpPort: int32(m.Meta.HTTPPort),
 			RaftPort: int32(m.Meta.RaftPort),
-			Status:   pb.NodeReady,
+			// Meta has no gossip port: the member's address does.
+			GossipPort: gossipPort(m.Addr),
+			Status:     pb.NodeReady,
 		}
 		cur := snap.Node(m.Meta.Name)
+		if want.GossipPort == 0 {
+			want.GossipPort = cur.GetGossipPort()
+		}
 		if sameManager(cur, want) {
 			continue
 		}
 		want.RegisteredAt = now.UnixNano()
 		want.StatusChangedAt = now.UnixNano()
 		if cur != nil {
-			want.GossipPort = cur.GetGossipPort()
 			want.RegisteredAt = cur.GetRegisteredAt()
 			if cur.GetStatus() == pb.NodeReady {
 				want.StatusChangedAt = cur.GetStatusChangedAt()
@@ -269,7 +275,22 @@ func sameManager(cur, want *pb.Node) bool {
 		cur.GetRpcPort() == want.GetRpcPort() &&
 		cur.GetHttpPort() == want.GetHttpPort() &&
 		cur.GetRaftPort() == want.GetRaftPort() &&
+		cur.GetGossipPort() == want.GetGossipPort() &&
 		cur.GetStatus() == want.GetStatus()
+}
+
+// gossipPort is the port of a gossip member's "ip:port" address, 0 when
+// there is none.
+func gossipPort(addr string) int32 {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return 0
+	}
+	return int32(port)
 }
 
 // checkWorkers marks down a ready or draining worker whose gossip member

@@ -60,6 +60,15 @@ func (l *fakeLiveness) set(meta gossip.Meta, alive bool, since time.Time) {
 	l.members[meta.Name] = gossip.Member{Meta: meta, Alive: alive, Since: since}
 }
 
+// setAddr sets the gossip address ("ip:port") of a member set before.
+func (l *fakeLiveness) setAddr(name, addr string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.members[name]
+	m.Addr = addr
+	l.members[name] = m
+}
+
 var errLost = errors.New("proposal lost")
 
 // fakeProposer encodes a command and applies it to the FSM with the next

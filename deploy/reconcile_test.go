@@ -223,6 +223,7 @@ func TestMetaAndManagers(t *testing.T) {
 		RPCPort: 7071, HTTPPort: 7070, RaftPort: 7072}
 	m2 := gossip.Meta{Role: pb.RoleManager, Name: "m2", Address: "10.0.1.2", RPCPort: 7071}
 	h.live.set(m1, true, h.clock.Now())
+	h.live.setAddr("m1", "10.0.1.1:7074")
 	h.live.set(m2, false, h.clock.Now())
 
 	h.step()
@@ -233,8 +234,9 @@ func TestMetaAndManagers(t *testing.T) {
 	}
 	n := h.store().Node("m1")
 	if n.GetRole() != pb.RoleManager || n.GetStatus() != pb.NodeReady ||
-		n.GetRaftPort() != 7072 || n.GetAddress() != "10.0.1.1" {
-		t.Errorf("m1 %v", n)
+		n.GetRaftPort() != 7072 || n.GetAddress() != "10.0.1.1" ||
+		n.GetGossipPort() != 7074 {
+		t.Errorf("m1 %v, want raft port 7072 and gossip port 7074 at 10.0.1.1", n)
 	}
 	if h.store().Node("m2") != nil {
 		t.Errorf("dead manager m2 recorded")
@@ -255,6 +257,15 @@ func TestMetaAndManagers(t *testing.T) {
 	h.step()
 	if a := h.store().Node("m1").GetAddress(); a != "10.0.1.9" {
 		t.Errorf("m1 address %s after it moved", a)
+	}
+	if p := h.store().Node("m1").GetGossipPort(); p != 7074 {
+		t.Errorf("m1 gossip port %d after it moved, want 7074 kept", p)
+	}
+
+	h.live.setAddr("m1", "10.0.1.9:7075")
+	h.step()
+	if p := h.store().Node("m1").GetGossipPort(); p != 7075 {
+		t.Errorf("m1 gossip port %d, want 7075 from its gossip address", p)
 	}
 }
 
