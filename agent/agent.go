@@ -261,7 +261,7 @@ func (a *Agent) gossipConfig() gossip.Config {
 	c.Name = a.cfg.Name
 	c.BindAddr = a.cfg.BindAddr
 	c.Port = a.cfg.GossipPort
-	c.Logger = a.log.Named("gossip")
+	c.Logger = a.log // gossip names its logger; a.log has node already
 	c.Meta = gossip.Meta{
 		Role:    pb.RoleWorker,
 		Name:    a.cfg.Name,

@@ -57,8 +57,10 @@ type Config struct {
 	Port int
 	// Meta is published to every other member.
 	Meta Meta
-	// Logger receives memberlist's logs under the name "gossip";
-	// nil discards them.
+	// Logger receives the pool's and memberlist's logs under the name
+	// "gossip", each with the key node=Name once (added unless Logger
+	// attaches node already); other members are named by the key
+	// member. Nil discards them.
 	Logger hclog.Logger
 
 	// ProbeInterval is the time between failure probes (default 500ms).

@@ -74,7 +74,7 @@ func (m *members) record(n *memberlist.Node, alive bool) {
 		cur.Meta = meta
 	}
 	cur.Addr = n.Address()
-	m.log.Info("member changed", "node", n.Name, "alive", alive,
+	m.log.Info("member changed", "member", n.Name, "alive", alive,
 		"addr", n.Address())
 
 	close(m.changed)
@@ -86,12 +86,12 @@ func (m *members) decode(n *memberlist.Node) Meta {
 	var meta Meta
 	if len(n.Meta) > 0 {
 		if err := json.Unmarshal(n.Meta, &meta); err != nil {
-			m.log.Warn("bad node meta", "node", n.Name, "error", err)
+			m.log.Warn("bad node meta", "member", n.Name, "error", err)
 			meta = Meta{}
 		}
 	}
 	if meta.Name != "" && meta.Name != n.Name {
-		m.log.Warn("node meta names another node", "node", n.Name,
+		m.log.Warn("node meta names another node", "member", n.Name,
 			"meta_name", meta.Name)
 	}
 	// The memberlist name is the identity; Meta.Name always matches it.

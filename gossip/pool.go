@@ -35,7 +35,12 @@ func New(cfg Config) (*Pool, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	// Every line names this node once: a caller such as the agent may
+	// have attached the key already.
 	log := cfg.Logger.Named("gossip")
+	if !implies(log, "node") {
+		log = log.With("node", cfg.Name)
+	}
 
 	meta, err := json.Marshal(cfg.Meta)
 	if err != nil {
@@ -62,8 +67,19 @@ func New(cfg Config) (*Pool, error) {
 			cfg.Name, net.JoinHostPort(cfg.BindAddr,
 				strconv.Itoa(cfg.Port)), err)
 	}
-	log.Info("gossip started", "node", cfg.Name, "addr", p.Addr())
+	log.Info("gossip started", "addr", p.Addr())
 	return p, nil
+}
+
+// implies reports whether log attaches key to every line.
+func implies(log hclog.Logger, key string) bool {
+	args := log.ImpliedArgs()
+	for i := 0; i+1 < len(args); i += 2 {
+		if args[i] == key {
+			return true
+		}
+	}
+	return false
 }
 
 // memberlistConfig translates cfg into memberlist's LAN config.
