@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
 	"sort"
 	"strings"
 	"sync"
@@ -27,14 +29,15 @@ const (
 	loadRequestTimeout = 5 * time.Second
 )
 
-// result is one request of the load.
-type result struct {
+// loadResult is one request of the load.
+type loadResult struct {
 	client  string    // "w1 keep-alive", "w2 new-conn"
 	sent    time.Time // when the request was sent
 	took    time.Duration
 	version string // VERSION of the answer, "" if it failed
 	task    string
 	err     string // why it failed, "" if it succeeded
+	reused  bool   // sent on a connection of an earlier request
 }
 
 // load sends GET / to the ingress of every worker until stopped.
@@ -46,7 +49,7 @@ type load struct {
 	started time.Time
 
 	mu       sync.Mutex
-	results  []result
+	results  []loadResult
 	hitBound string // why it stopped by itself, "" if it was stopped
 	ended    time.Time
 }
@@ -96,7 +99,7 @@ func (l *load) client(name string, hc *http.Client, url string) {
 			l.bound(fmt.Sprintf("sent %d requests", loadMaxRequests))
 			return
 		}
-		r := get(hc, url)
+		r := loadGet(hc, url)
 		r.client = name
 		l.mu.Lock()
 		l.results = append(l.results, r)
@@ -112,10 +115,18 @@ func (l *load) bound(why string) {
 	}
 }
 
-// get sends one request and reads which version and task answered.
-func get(hc *http.Client, url string) result {
-	r := result{sent: time.Now()}
-	resp, err := hc.Get(url)
+// loadGet sends one request and reads which version and task answered.
+func loadGet(hc *http.Client, url string) loadResult {
+	r := loadResult{sent: time.Now()}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		r.err = err.Error()
+		return r
+	}
+	trace := &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { r.reused = info.Reused },
+	}
+	resp, err := hc.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 	if err != nil {
 		r.err = err.Error()
 		r.took = time.Since(r.sent)
@@ -188,9 +199,20 @@ func (l *load) finish(t *testing.T) *loadReport {
 		duration:  l.ended.Sub(l.started),
 		byVersion: map[string]int{},
 		byClient:  map[string]int{},
+		reused:    map[string]int{},
+		tasks:     map[string]map[string]bool{},
 	}
 	for _, r := range l.results {
 		rep.byClient[r.client]++
+		if r.reused {
+			rep.reused[r.client]++
+		}
+		if r.task != "" {
+			if rep.tasks[r.client] == nil {
+				rep.tasks[r.client] = map[string]bool{}
+			}
+			rep.tasks[r.client][r.task] = true
+		}
 		if r.err != "" {
 			rep.failed = append(rep.failed, r)
 			continue
@@ -202,11 +224,13 @@ func (l *load) finish(t *testing.T) *loadReport {
 
 // loadReport sums up a load run.
 type loadReport struct {
-	results   []result
+	results   []loadResult
 	duration  time.Duration
-	failed    []result
-	byVersion map[string]int // successful answers per VERSION
-	byClient  map[string]int // requests per client
+	failed    []loadResult
+	byVersion map[string]int             // successful answers per VERSION
+	byClient  map[string]int             // requests per client
+	reused    map[string]int             // requests on a reused connection, per client
+	tasks     map[string]map[string]bool // tasks that answered, per client
 }
 
 // rate is the requests sent per second.
@@ -222,7 +246,8 @@ func (r *loadReport) String() string {
 	sort.Strings(versions)
 	clients := make([]string, 0, len(r.byClient))
 	for c, n := range r.byClient {
-		clients = append(clients, fmt.Sprintf("%s=%d", c, n))
+		clients = append(clients, fmt.Sprintf("%s=%d (%d on a reused connection, %d tasks)",
+			c, n, r.reused[c], len(r.tasks[c])))
 	}
 	sort.Strings(clients)
 	var slowest time.Duration
@@ -241,7 +266,21 @@ func (r *loadReport) check(t *testing.T, what string) {
 	t.Logf("load during %s: %s", what, r)
 	if len(r.failed) > 0 {
 		t.Errorf("%d of %d requests failed during %s; first ones:\n%s",
-			len(r.failed), len(r.results), what, describe(r.failed, 10))
+			len(r.failed), len(r.results), what, describeResults(r.failed, 10))
+	}
+	// Keep-alive clients do keep their connection, and are balanced
+	// request by request; new-connection clients never reuse one.
+	for c, n := range r.byClient {
+		switch {
+		case strings.HasSuffix(c, "keep-alive") && r.reused[c] < n/2:
+			t.Errorf("%s: %d of %d requests on a reused connection: keep-alive is not exercised",
+				c, r.reused[c], n)
+		case strings.HasSuffix(c, "keep-alive") && len(r.tasks[c]) < 2:
+			t.Errorf("%s: answered by %d task(s) over a kept connection, want the ingress to balance per request",
+				c, len(r.tasks[c]))
+		case strings.HasSuffix(c, "new-conn") && r.reused[c] > 0:
+			t.Errorf("%s: %d requests on a reused connection", c, r.reused[c])
+		}
 	}
 	if r.rate() < loadMinRate {
 		t.Errorf("the load reached %.0f requests/s during %s, want at least %.0f",
@@ -251,8 +290,8 @@ func (r *loadReport) check(t *testing.T, what string) {
 
 // answeredBy returns the successful requests answered by version that
 // were sent after since.
-func (r *loadReport) answeredBy(version string, since time.Time) []result {
-	var out []result
+func (r *loadReport) answeredBy(version string, since time.Time) []loadResult {
+	var out []loadResult
 	for _, res := range r.results {
 		if res.err == "" && res.version == version && res.sent.After(since) {
 			out = append(out, res)
@@ -261,8 +300,8 @@ func (r *loadReport) answeredBy(version string, since time.Time) []result {
 	return out
 }
 
-// describe prints up to n results, one a line.
-func describe(rs []result, n int) string {
+// describeResults prints up to n results, one a line.
+func describeResults(rs []loadResult, n int) string {
 	var b strings.Builder
 	for i, r := range rs {
 		if i == n {
@@ -278,4 +317,65 @@ func describe(rs []result, n int) string {
 		}
 	}
 	return b.String()
+}
+
+// The load generator counts every kind of failure: a status other than
+// 200, an answer that names no version, and a connection closed with no
+// answer; and it tells versions apart.
+func TestLoadCountsFailures(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n.Add(1) % 5 {
+		case 0:
+			fmt.Fprintln(w, "VERSION=v1 TASK=a")
+		case 1:
+			fmt.Fprintln(w, "VERSION=v2 TASK=b")
+		case 2:
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		case 3:
+			fmt.Fprintln(w, "hello")
+		case 4:
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		}
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	l := startLoad(map[string]string{"a": addr, "b": addr})
+	t.Cleanup(l.halt)
+	wait(t, 10*time.Second, "100 requests sent", func() error {
+		if got := l.sentSince(time.Time{}); got < 100 {
+			return fmt.Errorf("%d requests sent", got)
+		}
+		return nil
+	})
+	rep := l.finish(t)
+	t.Logf("%s", rep)
+	kinds := map[string]int{}
+	for _, r := range rep.failed {
+		switch {
+		case strings.Contains(r.err, "502"):
+			kinds["status"]++
+		case strings.Contains(r.err, "unexpected answer"):
+			kinds["answer"]++
+		default:
+			kinds["connection"]++
+		}
+	}
+	if kinds["status"] == 0 || kinds["answer"] == 0 || kinds["connection"] == 0 {
+		t.Errorf("failures by kind %v: want each kind counted\n%s", kinds, describeResults(rep.failed, 10))
+	}
+	if rep.byVersion["v1"] == 0 || rep.byVersion["v2"] == 0 {
+		t.Errorf("answers by version %v, want v1 and v2", rep.byVersion)
+	}
+	if rep.reused["a keep-alive"] == 0 || rep.reused["a new-conn"] != 0 {
+		t.Errorf("requests on a reused connection per client %v: want some for keep-alive, none for new-conn",
+			rep.reused)
+	}
+	if ok := rep.byVersion["v1"] + rep.byVersion["v2"]; ok+len(rep.failed) != len(rep.results) {
+		t.Errorf("%d answers and %d failures, but %d requests", ok, len(rep.failed), len(rep.results))
+	}
 }

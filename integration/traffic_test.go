@@ -224,13 +224,14 @@ func testRollingUnderLoad(t *testing.T, c *cluster.Cluster, killLeader bool) {
 	rep.check(t, "the rolling update v1 -> v2")
 	if late := rep.answeredBy("v1", outAt); len(late) > 0 {
 		t.Errorf("%d requests sent after the last v1 task left the rotation (%s) were answered by v1:\n%s",
-			len(late), outAt.Format("15:04:05.000"), describe(late, 10))
+			len(late), outAt.Format("15:04:05.000"), describeResults(late, 10))
 	}
 	if rep.byVersion["v1"] == 0 || rep.byVersion["v2"] == 0 {
 		t.Errorf("answers by version %v: want both v1 and v2 to have answered", rep.byVersion)
 	}
 	t.Logf("last v1 task out of rotation at %s; %d requests sent after it",
 		outAt.Format("15:04:05.000"), len(rep.answeredBy("v2", outAt)))
+	confirmedRotation(t, c, app.Name)
 
 	if killed != "" {
 		if err := c.Restart(killed); err != nil {
@@ -253,6 +254,24 @@ func testRollingUnderLoad(t *testing.T, c *cluster.Cluster, killLeader bool) {
 			}
 			return nil
 		})
+	}
+}
+
+// confirmedRotation fails t if a manager took a task of app out of
+// rotation without every live worker's confirmation (after
+// RotationBound): then the ingress may still have routed to it.
+func confirmedRotation(t *testing.T, c *cluster.Cluster, app string) {
+	t.Helper()
+	for _, m := range c.Managers() {
+		lines, err := c.Grep(m.Name, "without every worker's confirmation")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range lines {
+			if strings.Contains(l, " app="+app+" ") {
+				t.Errorf("%s: %s", m.Name, l)
+			}
+		}
 	}
 }
 
@@ -340,6 +359,7 @@ func testNodeDrainUnderLoad(t *testing.T, c *cluster.Cluster) {
 	waitMoreLoad(t, l, drained, 100)
 	rep := l.finish(t)
 	rep.check(t, "node drain "+victim)
+	confirmedRotation(t, c, app.Name)
 }
 
 // A bad version under load. v3 never becomes healthy: no request is
