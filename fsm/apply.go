@@ -265,7 +265,11 @@ func report(t *pb.Task, r *pb.TaskReport, at int64) {
 		t.State = r.State
 	}
 	t.ExitCode = r.ExitCode
-	t.Message = r.Message
+	// A task the leader asked to stop keeps the leader's reason until
+	// the worker has something of its own to say.
+	if r.Message != "" || t.Desired != pb.DesiredStop {
+		t.Message = r.Message
+	}
 
 	switch {
 	case r.Healthy && !t.Healthy:

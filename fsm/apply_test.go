@@ -439,6 +439,21 @@ func TestApply(t *testing.T) {
 			},
 		},
 		{
+			name: "report without a message keeps the stop reason",
+			setup: []cmd{
+				plan(&pb.PlanCmd{Create: []*pb.Task{task("t1", "web", "w1", 1)}}),
+				plan(&pb.PlanCmd{Stop: []string{"t1"}, StopReason: "replaced by version 2"}),
+			},
+			cmd: reports("w1", 300, &pb.TaskReport{TaskId: "t1",
+				State: pb.TaskDraining}),
+			check: func(t *testing.T, s *Snapshot, index uint64) {
+				t1 := s.Task("t1")
+				if t1.State != pb.TaskDraining || t1.Message != "replaced by version 2" {
+					t.Errorf("t1 = %v, want draining with the stop reason", t1)
+				}
+			},
+		},
+		{
 			name: "healthy report keeps healthy_since",
 			setup: []cmd{
 				plan(&pb.PlanCmd{Create: []*pb.Task{task("t1", "web", "w1", 1)}}),
