@@ -2992,6 +2992,174 @@ func (*ActivateNodeResponse) Descriptor() ([]byte, []int) {
 	return file_hivemind_proto_rawDescGZIP(), []int{44}
 }
 
+type RemovePeerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerRequest) Reset() {
+	*x = RemovePeerRequest{}
+	mi := &file_hivemind_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerRequest) ProtoMessage() {}
+
+func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
+func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RemovePeerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemovePeerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerResponse) Reset() {
+	*x = RemovePeerResponse{}
+	mi := &file_hivemind_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerResponse) ProtoMessage() {}
+
+func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
+func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{46}
+}
+
+type TransferLeadershipRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"` // empty: any up-to-date voter
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipRequest) Reset() {
+	*x = TransferLeadershipRequest{}
+	mi := &file_hivemind_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipRequest) ProtoMessage() {}
+
+func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *TransferLeadershipRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type TransferLeadershipResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leader        string                 `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeadershipResponse) Reset() {
+	*x = TransferLeadershipResponse{}
+	mi := &file_hivemind_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeadershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeadershipResponse) ProtoMessage() {}
+
+func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hivemind_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
+	return file_hivemind_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *TransferLeadershipResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
 type RollbackAppResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -3002,7 +3170,7 @@ type RollbackAppResponse struct {
 
 func (x *RollbackAppResponse) Reset() {
 	*x = RollbackAppResponse{}
-	mi := &file_hivemind_proto_msgTypes[45]
+	mi := &file_hivemind_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3182,7 @@ func (x *RollbackAppResponse) String() string {
 func (*RollbackAppResponse) ProtoMessage() {}
 
 func (x *RollbackAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[45]
+	mi := &file_hivemind_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3195,7 @@ func (x *RollbackAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackAppResponse.ProtoReflect.Descriptor instead.
 func (*RollbackAppResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{45}
+	return file_hivemind_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RollbackAppResponse) GetVersion() uint64 {
@@ -3057,7 +3225,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_hivemind_proto_msgTypes[46]
+	mi := &file_hivemind_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3069,7 +3237,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[46]
+	mi := &file_hivemind_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3082,7 +3250,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{46}
+	return file_hivemind_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RegisterRequest) GetToken() string {
@@ -3132,7 +3300,7 @@ type ManagerAddress struct {
 
 func (x *ManagerAddress) Reset() {
 	*x = ManagerAddress{}
-	mi := &file_hivemind_proto_msgTypes[47]
+	mi := &file_hivemind_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3144,7 +3312,7 @@ func (x *ManagerAddress) String() string {
 func (*ManagerAddress) ProtoMessage() {}
 
 func (x *ManagerAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[47]
+	mi := &file_hivemind_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3157,7 +3325,7 @@ func (x *ManagerAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerAddress.ProtoReflect.Descriptor instead.
 func (*ManagerAddress) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{47}
+	return file_hivemind_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ManagerAddress) GetName() string {
@@ -3197,7 +3365,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_hivemind_proto_msgTypes[48]
+	mi := &file_hivemind_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3209,7 +3377,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[48]
+	mi := &file_hivemind_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3222,7 +3390,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{48}
+	return file_hivemind_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RegisterResponse) GetManagers() []*ManagerAddress {
@@ -3241,7 +3409,7 @@ type AssignmentsRequest struct {
 
 func (x *AssignmentsRequest) Reset() {
 	*x = AssignmentsRequest{}
-	mi := &file_hivemind_proto_msgTypes[49]
+	mi := &file_hivemind_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3253,7 +3421,7 @@ func (x *AssignmentsRequest) String() string {
 func (*AssignmentsRequest) ProtoMessage() {}
 
 func (x *AssignmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[49]
+	mi := &file_hivemind_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3266,7 +3434,7 @@ func (x *AssignmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentsRequest.ProtoReflect.Descriptor instead.
 func (*AssignmentsRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{49}
+	return file_hivemind_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AssignmentsRequest) GetNode() string {
@@ -3286,7 +3454,7 @@ type AssignmentsResponse struct {
 
 func (x *AssignmentsResponse) Reset() {
 	*x = AssignmentsResponse{}
-	mi := &file_hivemind_proto_msgTypes[50]
+	mi := &file_hivemind_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3298,7 +3466,7 @@ func (x *AssignmentsResponse) String() string {
 func (*AssignmentsResponse) ProtoMessage() {}
 
 func (x *AssignmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[50]
+	mi := &file_hivemind_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3311,7 +3479,7 @@ func (x *AssignmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignmentsResponse.ProtoReflect.Descriptor instead.
 func (*AssignmentsResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{50}
+	return file_hivemind_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *AssignmentsResponse) GetTasks() []*Task {
@@ -3339,7 +3507,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_hivemind_proto_msgTypes[51]
+	mi := &file_hivemind_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +3519,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[51]
+	mi := &file_hivemind_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +3532,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{51}
+	return file_hivemind_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReportRequest) GetNode() string {
@@ -3397,7 +3565,7 @@ type EndpointsRequest struct {
 
 func (x *EndpointsRequest) Reset() {
 	*x = EndpointsRequest{}
-	mi := &file_hivemind_proto_msgTypes[52]
+	mi := &file_hivemind_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3409,7 +3577,7 @@ func (x *EndpointsRequest) String() string {
 func (*EndpointsRequest) ProtoMessage() {}
 
 func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[52]
+	mi := &file_hivemind_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3422,7 +3590,7 @@ func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsRequest.ProtoReflect.Descriptor instead.
 func (*EndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{52}
+	return file_hivemind_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *EndpointsRequest) GetNode() string {
@@ -3443,7 +3611,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_hivemind_proto_msgTypes[53]
+	mi := &file_hivemind_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3455,7 +3623,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[53]
+	mi := &file_hivemind_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3468,7 +3636,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{53}
+	return file_hivemind_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Endpoint) GetTaskId() string {
@@ -3503,7 +3671,7 @@ type ServiceEndpoints struct {
 
 func (x *ServiceEndpoints) Reset() {
 	*x = ServiceEndpoints{}
-	mi := &file_hivemind_proto_msgTypes[54]
+	mi := &file_hivemind_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +3683,7 @@ func (x *ServiceEndpoints) String() string {
 func (*ServiceEndpoints) ProtoMessage() {}
 
 func (x *ServiceEndpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[54]
+	mi := &file_hivemind_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +3696,7 @@ func (x *ServiceEndpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceEndpoints.ProtoReflect.Descriptor instead.
 func (*ServiceEndpoints) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{54}
+	return file_hivemind_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ServiceEndpoints) GetApp() string {
@@ -3562,7 +3730,7 @@ type EndpointsResponse struct {
 
 func (x *EndpointsResponse) Reset() {
 	*x = EndpointsResponse{}
-	mi := &file_hivemind_proto_msgTypes[55]
+	mi := &file_hivemind_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3574,7 +3742,7 @@ func (x *EndpointsResponse) String() string {
 func (*EndpointsResponse) ProtoMessage() {}
 
 func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[55]
+	mi := &file_hivemind_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3587,7 +3755,7 @@ func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsResponse.ProtoReflect.Descriptor instead.
 func (*EndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{55}
+	return file_hivemind_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *EndpointsResponse) GetIndex() uint64 {
@@ -3612,7 +3780,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_hivemind_proto_msgTypes[56]
+	mi := &file_hivemind_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3624,7 +3792,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[56]
+	mi := &file_hivemind_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3637,7 +3805,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{56}
+	return file_hivemind_proto_rawDescGZIP(), []int{60}
 }
 
 type RaftStatsRequest struct {
@@ -3648,7 +3816,7 @@ type RaftStatsRequest struct {
 
 func (x *RaftStatsRequest) Reset() {
 	*x = RaftStatsRequest{}
-	mi := &file_hivemind_proto_msgTypes[57]
+	mi := &file_hivemind_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3660,7 +3828,7 @@ func (x *RaftStatsRequest) String() string {
 func (*RaftStatsRequest) ProtoMessage() {}
 
 func (x *RaftStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hivemind_proto_msgTypes[57]
+	mi := &file_hivemind_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3673,7 +3841,7 @@ func (x *RaftStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftStatsRequest.ProtoReflect.Descriptor instead.
 func (*RaftStatsRequest) Descriptor() ([]byte, []int) {
-	return file_hivemind_proto_rawDescGZIP(), []int{57}
+	return file_hivemind_proto_rawDescGZIP(), []int{61}
 }
 
 var File_hivemind_proto protoreflect.FileDescriptor
@@ -3928,7 +4096,14 @@ const file_hivemind_proto_rawDesc = "" +
 	"\x11DrainNodeResponse\")\n" +
 	"\x13ActivateNodeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
-	"\x14ActivateNodeResponse\"T\n" +
+	"\x14ActivateNodeResponse\"'\n" +
+	"\x11RemovePeerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
+	"\x12RemovePeerResponse\"/\n" +
+	"\x19TransferLeadershipRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"4\n" +
+	"\x1aTransferLeadershipResponse\x12\x16\n" +
+	"\x06leader\x18\x01 \x01(\tR\x06leader\"T\n" +
 	"\x13RollbackAppResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12#\n" +
 	"\rdeployment_id\x18\x02 \x01(\tR\fdeploymentId\"\x91\x01\n" +
@@ -3974,7 +4149,7 @@ const file_hivemind_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x129\n" +
 	"\bservices\x18\x02 \x03(\v2\x1d.hivemind.v1.ServiceEndpointsR\bservices\"\x10\n" +
 	"\x0eReportResponse\"\x12\n" +
-	"\x10RaftStatsRequest2\xe2\x06\n" +
+	"\x10RaftStatsRequest2\x98\b\n" +
 	"\aControl\x12V\n" +
 	"\rClusterStatus\x12!.hivemind.v1.ClusterStatusRequest\x1a\".hivemind.v1.ClusterStatusResponse\x12J\n" +
 	"\tJoinToken\x12\x1d.hivemind.v1.JoinTokenRequest\x1a\x1e.hivemind.v1.JoinTokenResponse\x12J\n" +
@@ -3986,7 +4161,10 @@ const file_hivemind_proto_rawDesc = "" +
 	"\tRemoveApp\x12\x1d.hivemind.v1.RemoveAppRequest\x1a\x1e.hivemind.v1.RemoveAppResponse\x12P\n" +
 	"\vRollbackApp\x12\x1f.hivemind.v1.RollbackAppRequest\x1a .hivemind.v1.RollbackAppResponse\x12J\n" +
 	"\tDrainNode\x12\x1d.hivemind.v1.DrainNodeRequest\x1a\x1e.hivemind.v1.DrainNodeResponse\x12S\n" +
-	"\fActivateNode\x12 .hivemind.v1.ActivateNodeRequest\x1a!.hivemind.v1.ActivateNodeResponse2\xb6\x02\n" +
+	"\fActivateNode\x12 .hivemind.v1.ActivateNodeRequest\x1a!.hivemind.v1.ActivateNodeResponse\x12M\n" +
+	"\n" +
+	"RemovePeer\x12\x1e.hivemind.v1.RemovePeerRequest\x1a\x1f.hivemind.v1.RemovePeerResponse\x12e\n" +
+	"\x12TransferLeadership\x12&.hivemind.v1.TransferLeadershipRequest\x1a'.hivemind.v1.TransferLeadershipResponse2\xb6\x02\n" +
 	"\x06Worker\x12G\n" +
 	"\bRegister\x12\x1c.hivemind.v1.RegisterRequest\x1a\x1d.hivemind.v1.RegisterResponse\x12R\n" +
 	"\vAssignments\x12\x1f.hivemind.v1.AssignmentsRequest\x1a .hivemind.v1.AssignmentsResponse0\x01\x12A\n" +
@@ -4007,81 +4185,85 @@ func file_hivemind_proto_rawDescGZIP() []byte {
 	return file_hivemind_proto_rawDescData
 }
 
-var file_hivemind_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_hivemind_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_hivemind_proto_goTypes = []any{
-	(*Node)(nil),                  // 0: hivemind.v1.Node
-	(*Port)(nil),                  // 1: hivemind.v1.Port
-	(*HTTPCheck)(nil),             // 2: hivemind.v1.HTTPCheck
-	(*TCPCheck)(nil),              // 3: hivemind.v1.TCPCheck
-	(*HealthSpec)(nil),            // 4: hivemind.v1.HealthSpec
-	(*UpdateSpec)(nil),            // 5: hivemind.v1.UpdateSpec
-	(*AppSpec)(nil),               // 6: hivemind.v1.AppSpec
-	(*AppVersion)(nil),            // 7: hivemind.v1.AppVersion
-	(*App)(nil),                   // 8: hivemind.v1.App
-	(*Task)(nil),                  // 9: hivemind.v1.Task
-	(*Deployment)(nil),            // 10: hivemind.v1.Deployment
-	(*ClusterMeta)(nil),           // 11: hivemind.v1.ClusterMeta
-	(*UpsertNodeCmd)(nil),         // 12: hivemind.v1.UpsertNodeCmd
-	(*NodeStatusCmd)(nil),         // 13: hivemind.v1.NodeStatusCmd
-	(*DeployAppCmd)(nil),          // 14: hivemind.v1.DeployAppCmd
-	(*RemoveAppCmd)(nil),          // 15: hivemind.v1.RemoveAppCmd
-	(*ScaleAppCmd)(nil),           // 16: hivemind.v1.ScaleAppCmd
-	(*PlanCmd)(nil),               // 17: hivemind.v1.PlanCmd
-	(*TaskReport)(nil),            // 18: hivemind.v1.TaskReport
-	(*TaskReportsCmd)(nil),        // 19: hivemind.v1.TaskReportsCmd
-	(*DeleteTasksCmd)(nil),        // 20: hivemind.v1.DeleteTasksCmd
-	(*SetMetaCmd)(nil),            // 21: hivemind.v1.SetMetaCmd
-	(*ClusterStatusRequest)(nil),  // 22: hivemind.v1.ClusterStatusRequest
-	(*ManagerStatus)(nil),         // 23: hivemind.v1.ManagerStatus
-	(*ClusterStatusResponse)(nil), // 24: hivemind.v1.ClusterStatusResponse
-	(*JoinTokenRequest)(nil),      // 25: hivemind.v1.JoinTokenRequest
-	(*JoinTokenResponse)(nil),     // 26: hivemind.v1.JoinTokenResponse
-	(*ListNodesRequest)(nil),      // 27: hivemind.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),     // 28: hivemind.v1.ListNodesResponse
-	(*DeployAppRequest)(nil),      // 29: hivemind.v1.DeployAppRequest
-	(*DeployAppResponse)(nil),     // 30: hivemind.v1.DeployAppResponse
-	(*ListAppsRequest)(nil),       // 31: hivemind.v1.ListAppsRequest
-	(*AppSummary)(nil),            // 32: hivemind.v1.AppSummary
-	(*ListAppsResponse)(nil),      // 33: hivemind.v1.ListAppsResponse
-	(*AppStatusRequest)(nil),      // 34: hivemind.v1.AppStatusRequest
-	(*AppStatusResponse)(nil),     // 35: hivemind.v1.AppStatusResponse
-	(*ScaleAppRequest)(nil),       // 36: hivemind.v1.ScaleAppRequest
-	(*ScaleAppResponse)(nil),      // 37: hivemind.v1.ScaleAppResponse
-	(*RemoveAppRequest)(nil),      // 38: hivemind.v1.RemoveAppRequest
-	(*RemoveAppResponse)(nil),     // 39: hivemind.v1.RemoveAppResponse
-	(*RollbackAppRequest)(nil),    // 40: hivemind.v1.RollbackAppRequest
-	(*DrainNodeRequest)(nil),      // 41: hivemind.v1.DrainNodeRequest
-	(*DrainNodeResponse)(nil),     // 42: hivemind.v1.DrainNodeResponse
-	(*ActivateNodeRequest)(nil),   // 43: hivemind.v1.ActivateNodeRequest
-	(*ActivateNodeResponse)(nil),  // 44: hivemind.v1.ActivateNodeResponse
-	(*RollbackAppResponse)(nil),   // 45: hivemind.v1.RollbackAppResponse
-	(*RegisterRequest)(nil),       // 46: hivemind.v1.RegisterRequest
-	(*ManagerAddress)(nil),        // 47: hivemind.v1.ManagerAddress
-	(*RegisterResponse)(nil),      // 48: hivemind.v1.RegisterResponse
-	(*AssignmentsRequest)(nil),    // 49: hivemind.v1.AssignmentsRequest
-	(*AssignmentsResponse)(nil),   // 50: hivemind.v1.AssignmentsResponse
-	(*ReportRequest)(nil),         // 51: hivemind.v1.ReportRequest
-	(*EndpointsRequest)(nil),      // 52: hivemind.v1.EndpointsRequest
-	(*Endpoint)(nil),              // 53: hivemind.v1.Endpoint
-	(*ServiceEndpoints)(nil),      // 54: hivemind.v1.ServiceEndpoints
-	(*EndpointsResponse)(nil),     // 55: hivemind.v1.EndpointsResponse
-	(*ReportResponse)(nil),        // 56: hivemind.v1.ReportResponse
-	(*RaftStatsRequest)(nil),      // 57: hivemind.v1.RaftStatsRequest
-	nil,                           // 58: hivemind.v1.AppSpec.EnvEntry
-	nil,                           // 59: hivemind.v1.Task.PortsEntry
-	nil,                           // 60: hivemind.v1.Endpoint.PortsEntry
+	(*Node)(nil),                       // 0: hivemind.v1.Node
+	(*Port)(nil),                       // 1: hivemind.v1.Port
+	(*HTTPCheck)(nil),                  // 2: hivemind.v1.HTTPCheck
+	(*TCPCheck)(nil),                   // 3: hivemind.v1.TCPCheck
+	(*HealthSpec)(nil),                 // 4: hivemind.v1.HealthSpec
+	(*UpdateSpec)(nil),                 // 5: hivemind.v1.UpdateSpec
+	(*AppSpec)(nil),                    // 6: hivemind.v1.AppSpec
+	(*AppVersion)(nil),                 // 7: hivemind.v1.AppVersion
+	(*App)(nil),                        // 8: hivemind.v1.App
+	(*Task)(nil),                       // 9: hivemind.v1.Task
+	(*Deployment)(nil),                 // 10: hivemind.v1.Deployment
+	(*ClusterMeta)(nil),                // 11: hivemind.v1.ClusterMeta
+	(*UpsertNodeCmd)(nil),              // 12: hivemind.v1.UpsertNodeCmd
+	(*NodeStatusCmd)(nil),              // 13: hivemind.v1.NodeStatusCmd
+	(*DeployAppCmd)(nil),               // 14: hivemind.v1.DeployAppCmd
+	(*RemoveAppCmd)(nil),               // 15: hivemind.v1.RemoveAppCmd
+	(*ScaleAppCmd)(nil),                // 16: hivemind.v1.ScaleAppCmd
+	(*PlanCmd)(nil),                    // 17: hivemind.v1.PlanCmd
+	(*TaskReport)(nil),                 // 18: hivemind.v1.TaskReport
+	(*TaskReportsCmd)(nil),             // 19: hivemind.v1.TaskReportsCmd
+	(*DeleteTasksCmd)(nil),             // 20: hivemind.v1.DeleteTasksCmd
+	(*SetMetaCmd)(nil),                 // 21: hivemind.v1.SetMetaCmd
+	(*ClusterStatusRequest)(nil),       // 22: hivemind.v1.ClusterStatusRequest
+	(*ManagerStatus)(nil),              // 23: hivemind.v1.ManagerStatus
+	(*ClusterStatusResponse)(nil),      // 24: hivemind.v1.ClusterStatusResponse
+	(*JoinTokenRequest)(nil),           // 25: hivemind.v1.JoinTokenRequest
+	(*JoinTokenResponse)(nil),          // 26: hivemind.v1.JoinTokenResponse
+	(*ListNodesRequest)(nil),           // 27: hivemind.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 28: hivemind.v1.ListNodesResponse
+	(*DeployAppRequest)(nil),           // 29: hivemind.v1.DeployAppRequest
+	(*DeployAppResponse)(nil),          // 30: hivemind.v1.DeployAppResponse
+	(*ListAppsRequest)(nil),            // 31: hivemind.v1.ListAppsRequest
+	(*AppSummary)(nil),                 // 32: hivemind.v1.AppSummary
+	(*ListAppsResponse)(nil),           // 33: hivemind.v1.ListAppsResponse
+	(*AppStatusRequest)(nil),           // 34: hivemind.v1.AppStatusRequest
+	(*AppStatusResponse)(nil),          // 35: hivemind.v1.AppStatusResponse
+	(*ScaleAppRequest)(nil),            // 36: hivemind.v1.ScaleAppRequest
+	(*ScaleAppResponse)(nil),           // 37: hivemind.v1.ScaleAppResponse
+	(*RemoveAppRequest)(nil),           // 38: hivemind.v1.RemoveAppRequest
+	(*RemoveAppResponse)(nil),          // 39: hivemind.v1.RemoveAppResponse
+	(*RollbackAppRequest)(nil),         // 40: hivemind.v1.RollbackAppRequest
+	(*DrainNodeRequest)(nil),           // 41: hivemind.v1.DrainNodeRequest
+	(*DrainNodeResponse)(nil),          // 42: hivemind.v1.DrainNodeResponse
+	(*ActivateNodeRequest)(nil),        // 43: hivemind.v1.ActivateNodeRequest
+	(*ActivateNodeResponse)(nil),       // 44: hivemind.v1.ActivateNodeResponse
+	(*RemovePeerRequest)(nil),          // 45: hivemind.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),         // 46: hivemind.v1.RemovePeerResponse
+	(*TransferLeadershipRequest)(nil),  // 47: hivemind.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 48: hivemind.v1.TransferLeadershipResponse
+	(*RollbackAppResponse)(nil),        // 49: hivemind.v1.RollbackAppResponse
+	(*RegisterRequest)(nil),            // 50: hivemind.v1.RegisterRequest
+	(*ManagerAddress)(nil),             // 51: hivemind.v1.ManagerAddress
+	(*RegisterResponse)(nil),           // 52: hivemind.v1.RegisterResponse
+	(*AssignmentsRequest)(nil),         // 53: hivemind.v1.AssignmentsRequest
+	(*AssignmentsResponse)(nil),        // 54: hivemind.v1.AssignmentsResponse
+	(*ReportRequest)(nil),              // 55: hivemind.v1.ReportRequest
+	(*EndpointsRequest)(nil),           // 56: hivemind.v1.EndpointsRequest
+	(*Endpoint)(nil),                   // 57: hivemind.v1.Endpoint
+	(*ServiceEndpoints)(nil),           // 58: hivemind.v1.ServiceEndpoints
+	(*EndpointsResponse)(nil),          // 59: hivemind.v1.EndpointsResponse
+	(*ReportResponse)(nil),             // 60: hivemind.v1.ReportResponse
+	(*RaftStatsRequest)(nil),           // 61: hivemind.v1.RaftStatsRequest
+	nil,                                // 62: hivemind.v1.AppSpec.EnvEntry
+	nil,                                // 63: hivemind.v1.Task.PortsEntry
+	nil,                                // 64: hivemind.v1.Endpoint.PortsEntry
 }
 var file_hivemind_proto_depIdxs = []int32{
 	2,  // 0: hivemind.v1.HealthSpec.http:type_name -> hivemind.v1.HTTPCheck
 	3,  // 1: hivemind.v1.HealthSpec.tcp:type_name -> hivemind.v1.TCPCheck
-	58, // 2: hivemind.v1.AppSpec.env:type_name -> hivemind.v1.AppSpec.EnvEntry
+	62, // 2: hivemind.v1.AppSpec.env:type_name -> hivemind.v1.AppSpec.EnvEntry
 	1,  // 3: hivemind.v1.AppSpec.ports:type_name -> hivemind.v1.Port
 	4,  // 4: hivemind.v1.AppSpec.health:type_name -> hivemind.v1.HealthSpec
 	5,  // 5: hivemind.v1.AppSpec.update:type_name -> hivemind.v1.UpdateSpec
 	6,  // 6: hivemind.v1.AppVersion.spec:type_name -> hivemind.v1.AppSpec
 	7,  // 7: hivemind.v1.App.versions:type_name -> hivemind.v1.AppVersion
 	6,  // 8: hivemind.v1.Task.spec:type_name -> hivemind.v1.AppSpec
-	59, // 9: hivemind.v1.Task.ports:type_name -> hivemind.v1.Task.PortsEntry
+	63, // 9: hivemind.v1.Task.ports:type_name -> hivemind.v1.Task.PortsEntry
 	5,  // 10: hivemind.v1.Deployment.update:type_name -> hivemind.v1.UpdateSpec
 	0,  // 11: hivemind.v1.UpsertNodeCmd.node:type_name -> hivemind.v1.Node
 	8,  // 12: hivemind.v1.DeployAppCmd.app:type_name -> hivemind.v1.App
@@ -4097,13 +4279,13 @@ var file_hivemind_proto_depIdxs = []int32{
 	8,  // 22: hivemind.v1.AppStatusResponse.app:type_name -> hivemind.v1.App
 	9,  // 23: hivemind.v1.AppStatusResponse.tasks:type_name -> hivemind.v1.Task
 	10, // 24: hivemind.v1.AppStatusResponse.deployment:type_name -> hivemind.v1.Deployment
-	47, // 25: hivemind.v1.RegisterResponse.managers:type_name -> hivemind.v1.ManagerAddress
+	51, // 25: hivemind.v1.RegisterResponse.managers:type_name -> hivemind.v1.ManagerAddress
 	9,  // 26: hivemind.v1.AssignmentsResponse.tasks:type_name -> hivemind.v1.Task
 	18, // 27: hivemind.v1.ReportRequest.reports:type_name -> hivemind.v1.TaskReport
-	60, // 28: hivemind.v1.Endpoint.ports:type_name -> hivemind.v1.Endpoint.PortsEntry
+	64, // 28: hivemind.v1.Endpoint.ports:type_name -> hivemind.v1.Endpoint.PortsEntry
 	1,  // 29: hivemind.v1.ServiceEndpoints.ports:type_name -> hivemind.v1.Port
-	53, // 30: hivemind.v1.ServiceEndpoints.endpoints:type_name -> hivemind.v1.Endpoint
-	54, // 31: hivemind.v1.EndpointsResponse.services:type_name -> hivemind.v1.ServiceEndpoints
+	57, // 30: hivemind.v1.ServiceEndpoints.endpoints:type_name -> hivemind.v1.Endpoint
+	58, // 31: hivemind.v1.EndpointsResponse.services:type_name -> hivemind.v1.ServiceEndpoints
 	22, // 32: hivemind.v1.Control.ClusterStatus:input_type -> hivemind.v1.ClusterStatusRequest
 	25, // 33: hivemind.v1.Control.JoinToken:input_type -> hivemind.v1.JoinTokenRequest
 	27, // 34: hivemind.v1.Control.ListNodes:input_type -> hivemind.v1.ListNodesRequest
@@ -4115,29 +4297,33 @@ var file_hivemind_proto_depIdxs = []int32{
 	40, // 40: hivemind.v1.Control.RollbackApp:input_type -> hivemind.v1.RollbackAppRequest
 	41, // 41: hivemind.v1.Control.DrainNode:input_type -> hivemind.v1.DrainNodeRequest
 	43, // 42: hivemind.v1.Control.ActivateNode:input_type -> hivemind.v1.ActivateNodeRequest
-	46, // 43: hivemind.v1.Worker.Register:input_type -> hivemind.v1.RegisterRequest
-	49, // 44: hivemind.v1.Worker.Assignments:input_type -> hivemind.v1.AssignmentsRequest
-	51, // 45: hivemind.v1.Worker.Report:input_type -> hivemind.v1.ReportRequest
-	52, // 46: hivemind.v1.Worker.Endpoints:input_type -> hivemind.v1.EndpointsRequest
-	57, // 47: hivemind.v1.Peer.RaftStats:input_type -> hivemind.v1.RaftStatsRequest
-	24, // 48: hivemind.v1.Control.ClusterStatus:output_type -> hivemind.v1.ClusterStatusResponse
-	26, // 49: hivemind.v1.Control.JoinToken:output_type -> hivemind.v1.JoinTokenResponse
-	28, // 50: hivemind.v1.Control.ListNodes:output_type -> hivemind.v1.ListNodesResponse
-	30, // 51: hivemind.v1.Control.DeployApp:output_type -> hivemind.v1.DeployAppResponse
-	33, // 52: hivemind.v1.Control.ListApps:output_type -> hivemind.v1.ListAppsResponse
-	35, // 53: hivemind.v1.Control.AppStatus:output_type -> hivemind.v1.AppStatusResponse
-	37, // 54: hivemind.v1.Control.ScaleApp:output_type -> hivemind.v1.ScaleAppResponse
-	39, // 55: hivemind.v1.Control.RemoveApp:output_type -> hivemind.v1.RemoveAppResponse
-	45, // 56: hivemind.v1.Control.RollbackApp:output_type -> hivemind.v1.RollbackAppResponse
-	42, // 57: hivemind.v1.Control.DrainNode:output_type -> hivemind.v1.DrainNodeResponse
-	44, // 58: hivemind.v1.Control.ActivateNode:output_type -> hivemind.v1.ActivateNodeResponse
-	48, // 59: hivemind.v1.Worker.Register:output_type -> hivemind.v1.RegisterResponse
-	50, // 60: hivemind.v1.Worker.Assignments:output_type -> hivemind.v1.AssignmentsResponse
-	56, // 61: hivemind.v1.Worker.Report:output_type -> hivemind.v1.ReportResponse
-	55, // 62: hivemind.v1.Worker.Endpoints:output_type -> hivemind.v1.EndpointsResponse
-	23, // 63: hivemind.v1.Peer.RaftStats:output_type -> hivemind.v1.ManagerStatus
-	48, // [48:64] is the sub-list for method output_type
-	32, // [32:48] is the sub-list for method input_type
+	45, // 43: hivemind.v1.Control.RemovePeer:input_type -> hivemind.v1.RemovePeerRequest
+	47, // 44: hivemind.v1.Control.TransferLeadership:input_type -> hivemind.v1.TransferLeadershipRequest
+	50, // 45: hivemind.v1.Worker.Register:input_type -> hivemind.v1.RegisterRequest
+	53, // 46: hivemind.v1.Worker.Assignments:input_type -> hivemind.v1.AssignmentsRequest
+	55, // 47: hivemind.v1.Worker.Report:input_type -> hivemind.v1.ReportRequest
+	56, // 48: hivemind.v1.Worker.Endpoints:input_type -> hivemind.v1.EndpointsRequest
+	61, // 49: hivemind.v1.Peer.RaftStats:input_type -> hivemind.v1.RaftStatsRequest
+	24, // 50: hivemind.v1.Control.ClusterStatus:output_type -> hivemind.v1.ClusterStatusResponse
+	26, // 51: hivemind.v1.Control.JoinToken:output_type -> hivemind.v1.JoinTokenResponse
+	28, // 52: hivemind.v1.Control.ListNodes:output_type -> hivemind.v1.ListNodesResponse
+	30, // 53: hivemind.v1.Control.DeployApp:output_type -> hivemind.v1.DeployAppResponse
+	33, // 54: hivemind.v1.Control.ListApps:output_type -> hivemind.v1.ListAppsResponse
+	35, // 55: hivemind.v1.Control.AppStatus:output_type -> hivemind.v1.AppStatusResponse
+	37, // 56: hivemind.v1.Control.ScaleApp:output_type -> hivemind.v1.ScaleAppResponse
+	39, // 57: hivemind.v1.Control.RemoveApp:output_type -> hivemind.v1.RemoveAppResponse
+	49, // 58: hivemind.v1.Control.RollbackApp:output_type -> hivemind.v1.RollbackAppResponse
+	42, // 59: hivemind.v1.Control.DrainNode:output_type -> hivemind.v1.DrainNodeResponse
+	44, // 60: hivemind.v1.Control.ActivateNode:output_type -> hivemind.v1.ActivateNodeResponse
+	46, // 61: hivemind.v1.Control.RemovePeer:output_type -> hivemind.v1.RemovePeerResponse
+	48, // 62: hivemind.v1.Control.TransferLeadership:output_type -> hivemind.v1.TransferLeadershipResponse
+	52, // 63: hivemind.v1.Worker.Register:output_type -> hivemind.v1.RegisterResponse
+	54, // 64: hivemind.v1.Worker.Assignments:output_type -> hivemind.v1.AssignmentsResponse
+	60, // 65: hivemind.v1.Worker.Report:output_type -> hivemind.v1.ReportResponse
+	59, // 66: hivemind.v1.Worker.Endpoints:output_type -> hivemind.v1.EndpointsResponse
+	23, // 67: hivemind.v1.Peer.RaftStats:output_type -> hivemind.v1.ManagerStatus
+	50, // [50:68] is the sub-list for method output_type
+	32, // [32:50] is the sub-list for method input_type
 	32, // [32:32] is the sub-list for extension type_name
 	32, // [32:32] is the sub-list for extension extendee
 	0,  // [0:32] is the sub-list for field type_name
@@ -4154,7 +4340,7 @@ func file_hivemind_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hivemind_proto_rawDesc), len(file_hivemind_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   61,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -23,17 +23,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Control_ClusterStatus_FullMethodName = "/hivemind.v1.Control/ClusterStatus"
-	Control_JoinToken_FullMethodName     = "/hivemind.v1.Control/JoinToken"
-	Control_ListNodes_FullMethodName     = "/hivemind.v1.Control/ListNodes"
-	Control_DeployApp_FullMethodName     = "/hivemind.v1.Control/DeployApp"
-	Control_ListApps_FullMethodName      = "/hivemind.v1.Control/ListApps"
-	Control_AppStatus_FullMethodName     = "/hivemind.v1.Control/AppStatus"
-	Control_ScaleApp_FullMethodName      = "/hivemind.v1.Control/ScaleApp"
-	Control_RemoveApp_FullMethodName     = "/hivemind.v1.Control/RemoveApp"
-	Control_RollbackApp_FullMethodName   = "/hivemind.v1.Control/RollbackApp"
-	Control_DrainNode_FullMethodName     = "/hivemind.v1.Control/DrainNode"
-	Control_ActivateNode_FullMethodName  = "/hivemind.v1.Control/ActivateNode"
+	Control_ClusterStatus_FullMethodName      = "/hivemind.v1.Control/ClusterStatus"
+	Control_JoinToken_FullMethodName          = "/hivemind.v1.Control/JoinToken"
+	Control_ListNodes_FullMethodName          = "/hivemind.v1.Control/ListNodes"
+	Control_DeployApp_FullMethodName          = "/hivemind.v1.Control/DeployApp"
+	Control_ListApps_FullMethodName           = "/hivemind.v1.Control/ListApps"
+	Control_AppStatus_FullMethodName          = "/hivemind.v1.Control/AppStatus"
+	Control_ScaleApp_FullMethodName           = "/hivemind.v1.Control/ScaleApp"
+	Control_RemoveApp_FullMethodName          = "/hivemind.v1.Control/RemoveApp"
+	Control_RollbackApp_FullMethodName        = "/hivemind.v1.Control/RollbackApp"
+	Control_DrainNode_FullMethodName          = "/hivemind.v1.Control/DrainNode"
+	Control_ActivateNode_FullMethodName       = "/hivemind.v1.Control/ActivateNode"
+	Control_RemovePeer_FullMethodName         = "/hivemind.v1.Control/RemovePeer"
+	Control_TransferLeadership_FullMethodName = "/hivemind.v1.Control/TransferLeadership"
 )
 
 // ControlClient is the client API for Control service.
@@ -51,6 +53,8 @@ type ControlClient interface {
 	RollbackApp(ctx context.Context, in *RollbackAppRequest, opts ...grpc.CallOption) (*RollbackAppResponse, error)
 	DrainNode(ctx context.Context, in *DrainNodeRequest, opts ...grpc.CallOption) (*DrainNodeResponse, error)
 	ActivateNode(ctx context.Context, in *ActivateNodeRequest, opts ...grpc.CallOption) (*ActivateNodeResponse, error)
+	RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error)
+	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
 }
 
 type controlClient struct {
@@ -171,6 +175,26 @@ func (c *controlClient) ActivateNode(ctx context.Context, in *ActivateNodeReques
 	return out, nil
 }
 
+func (c *controlClient) RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePeerResponse)
+	err := c.cc.Invoke(ctx, Control_RemovePeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferLeadershipResponse)
+	err := c.cc.Invoke(ctx, Control_TransferLeadership_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -186,6 +210,8 @@ type ControlServer interface {
 	RollbackApp(context.Context, *RollbackAppRequest) (*RollbackAppResponse, error)
 	DrainNode(context.Context, *DrainNodeRequest) (*DrainNodeResponse, error)
 	ActivateNode(context.Context, *ActivateNodeRequest) (*ActivateNodeResponse, error)
+	RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error)
+	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -228,6 +254,12 @@ func (UnimplementedControlServer) DrainNode(context.Context, *DrainNodeRequest) 
 }
 func (UnimplementedControlServer) ActivateNode(context.Context, *ActivateNodeRequest) (*ActivateNodeResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ActivateNode not implemented")
+}
+func (UnimplementedControlServer) RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemovePeer not implemented")
+}
+func (UnimplementedControlServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method TransferLeadership not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -448,6 +480,42 @@ func _Control_ActivateNode_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_RemovePeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).RemovePeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_RemovePeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).RemovePeer(ctx, req.(*RemovePeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_TransferLeadership_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLeadershipRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).TransferLeadership(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_TransferLeadership_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).TransferLeadership(ctx, req.(*TransferLeadershipRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -498,6 +566,14 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ActivateNode",
 			Handler:    _Control_ActivateNode_Handler,
+		},
+		{
+			MethodName: "RemovePeer",
+			Handler:    _Control_RemovePeer_Handler,
+		},
+		{
+			MethodName: "TransferLeadership",
+			Handler:    _Control_TransferLeadership_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
