@@ -9,6 +9,11 @@ import (
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
+// MaxReplicas is the most replicas an app may ask for. It bounds what one
+// request can make the leader allocate and place: a manager must not fall
+// over because a client asked for two billion tasks.
+const MaxReplicas = 1000
+
 var (
 	// dnsLabel is an RFC 1123 label in lower case: app names become
 	// <app>.hivemind in DNS.
@@ -50,10 +55,22 @@ func validateTop(s *pb.AppSpec) error {
 		return fieldErr("image", "%q contains white space", s.Image)
 	case s.Replicas < 0:
 		return fieldErr("replicas", "must not be negative, got %d", s.Replicas)
+	case s.Replicas > MaxReplicas:
+		return fieldErr("replicas", "%d is above the maximum of %d",
+			s.Replicas, MaxReplicas)
 	}
-	for k := range s.Env {
+	return validateEnv(s.Env)
+}
+
+// validateEnv refuses what the container runtime cannot pass to a process:
+// a NUL ends a C string, so every task of the app would fail to start.
+func validateEnv(env map[string]string) error {
+	for k, v := range env {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			return fieldErr("env", "invalid variable name %q", k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return fieldErr("env", "variable %q: value contains a NUL byte", k)
 		}
 	}
 	return nil
