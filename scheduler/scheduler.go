@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -49,6 +50,8 @@ type candidate struct {
 //
 // Place returns nil for n <= 0, and an error wrapping ErrNoNodes when a
 // placement finds no feasible node; it then returns no placement at all.
+// It refuses up front, without allocating for them, more tasks than the
+// feasible nodes have host ports for, so a huge n costs nothing.
 func Place(nodes []*pb.Node, live []*pb.Task, spec *pb.AppSpec, app string,
 	n int) ([]Placement, error) {
 	if n <= 0 {
@@ -57,7 +60,13 @@ func Place(nodes []*pb.Node, live []*pb.Task, spec *pb.AppSpec, app string,
 	ingress := ingressPorts(live, spec)
 	cands := candidates(nodes, live, app)
 
-	out := make([]Placement, 0, n)
+	// Memory grows with what is placed, never with what is asked for.
+	room := capacity(cands, ingress, len(spec.GetPorts()))
+	if n > room {
+		return nil, fmt.Errorf("app %q: placing %d tasks, room for %d: %w",
+			app, n, room, ErrNoNodes)
+	}
+	out := make([]Placement, 0, min(n, maxPrealloc))
 	for i := 0; i < n; i++ {
 		c, ports := pick(cands, spec, ingress)
 		if c == nil {
@@ -75,6 +84,31 @@ func Place(nodes []*pb.Node, live []*pb.Task, spec *pb.AppSpec, app string,
 		})
 	}
 	return out, nil
+}
+
+// maxPrealloc bounds the slice Place allocates before placing anything.
+const maxPrealloc = 1024
+
+// capacity returns how many tasks needing k host ports each the
+// candidates can take at most: unbounded (math.MaxInt) when k is 0.
+func capacity(cands []*candidate, ingress map[int32]bool, k int) int {
+	if len(cands) == 0 {
+		return 0
+	}
+	if k == 0 {
+		return math.MaxInt
+	}
+	total := 0
+	for _, c := range cands {
+		free := 0
+		for p := int32(PortMin); p < PortMax; p++ {
+			if !c.used[p] && !ingress[p] {
+				free++
+			}
+		}
+		total += free / k
+	}
+	return total
 }
 
 // candidates returns the feasible nodes with their current load.

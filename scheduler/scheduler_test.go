@@ -3,7 +3,9 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand"
+	"runtime"
 	"testing"
 
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -216,5 +218,37 @@ func TestPlaceProperties(t *testing.T) {
 				t.Fatalf("iter %d: spread %d..%d over equal nodes", iter, lo, hi)
 			}
 		}
+	}
+}
+
+// TestPlaceHugeCount checks that asking for far more tasks than the nodes
+// can hold fails fast without allocating for them: a manager once died of
+// OOM placing 2147483647 replicas.
+func TestPlaceHugeCount(t *testing.T) {
+	tests := []struct {
+		name  string
+		nodes []*pb.Node
+		spec  *pb.AppSpec
+		n     int
+	}{
+		{"no nodes", nil, spec(), math.MaxInt32},
+		{"ports run out", []*pb.Node{worker("w1", pb.NodeReady)}, spec("http"), 1 << 24},
+		{"max int32 with ports", []*pb.Node{worker("w1", pb.NodeReady), worker("w2", pb.NodeReady)},
+			spec("http", "admin"), math.MaxInt32},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			got, err := Place(tt.nodes, nil, tt.spec, "web", tt.n)
+			runtime.ReadMemStats(&after)
+
+			if !errors.Is(err, ErrNoNodes) || got != nil {
+				t.Fatalf("Place(%d) = %d placements, %v; want none and ErrNoNodes", tt.n, len(got), err)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+				t.Fatalf("Place(%d) allocated %d MiB, want under 16", tt.n, alloc>>20)
+			}
+		})
 	}
 }
