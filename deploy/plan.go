@@ -138,13 +138,20 @@ func (m *matcher) match(t *pb.Task) bool {
 	return r
 }
 
-// place asks the scheduler for n tasks of version and adds them to p. It
-// returns how many it placed: 0 when no node is feasible.
+// maxPlacePerStep bounds the tasks one step places for one app, so that a
+// plan, its Raft entry and the leader's memory stay small whatever the
+// replica count; the next step, which runs on the store change, places more.
+const maxPlacePerStep = 100
+
+// place asks the scheduler for n tasks of version, at most maxPlacePerStep,
+// and adds them to p. It returns how many it placed: 0 when no node is
+// feasible.
 func (e *Engine) place(v *view, p *plan, version uint64, spec *pb.AppSpec,
 	n int, deployment string) int {
 	if n <= 0 {
 		return 0
 	}
+	n = min(n, maxPlacePerStep)
 	var live []*pb.Task
 	for _, t := range v.snap.Tasks() {
 		if p.stopped[t.GetId()] {

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +67,36 @@ func TestReconcileScale(t *testing.T) {
 						t.Errorf("kept %s, want the oldest %s", tk.GetId(), before[i].GetId())
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestReconcilePlacesBoundedPerStep checks that a huge replica count (one
+// the fsm accepts, though the API refuses it) is placed a bounded number
+// per step instead of all at once: a leader once died of OOM trying.
+func TestReconcilePlacesBoundedPerStep(t *testing.T) {
+	tests := []struct {
+		name     string
+		replicas int32
+	}{
+		{name: "three steps worth", replicas: 3 * maxPlacePerStep},
+		{name: "max int32", replicas: math.MaxInt32},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 2)
+			spec := webSpec("v1", 1)
+			spec.Ports = nil // no host ports: nothing else limits placement
+			h.steady(spec)
+
+			h.apply(fsm.ScaleAppType, &pb.ScaleAppCmd{Name: "web",
+				Replicas: tc.replicas, At: h.clock.Now().UnixNano()})
+			h.step()
+
+			got := len(h.store().TasksByApp("web"))
+			if want := 1 + maxPlacePerStep; got != want {
+				t.Fatalf("%d tasks after one step, want %d", got, want)
 			}
 		})
 	}
