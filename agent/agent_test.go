@@ -688,3 +688,60 @@ func TestRejoinsRestartedManagers(t *testing.T) {
 		})
 	}
 }
+
+// TestTeardownRetryBackoff checks that a teardown that keeps failing,
+// as when containerd is gone, is retried with a growing delay rather
+// than at once after each failure.
+func TestTeardownRetryBackoff(t *testing.T) {
+	tests := []struct {
+		name    string
+		running bool
+	}{
+		{name: "running container", running: true},
+		{name: "exited container", running: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rt := newFakeRuntime()
+			rt.add("orphan", tt.running, 0)
+			rt.failStops(errors.New("dial unix containerd.sock: " +
+				"connect: connection refused"))
+			h := startAgent(t, "secret", rt)
+
+			// The orphan is not assigned: the agent tears it down.
+			h.mgr.assign(task("t1"))
+			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+			waitFor(t, wait, func() error {
+				if n := teardownCalls(rt, "orphan"); n < 2 {
+					return fmt.Errorf("%d teardown calls, want a retry", n)
+				}
+				return nil
+			})
+
+			// 100ms doubling: a handful of tries in 2s, not thousands.
+			start := teardownCalls(rt, "orphan")
+			deadline := time.Now().Add(2 * time.Second)
+			for time.Now().Before(deadline) {
+				if n := teardownCalls(rt, "orphan") - start; n >= 30 {
+					t.Fatalf("%d teardown calls in under 2s", n)
+				}
+				time.Sleep(10 * time.Millisecond) // sampling, not sync
+			}
+
+			// Once containerd is back the retry finishes the job.
+			rt.failStops(nil)
+			waitFor(t, 10*time.Second, func() error {
+				if !rt.called("remove orphan") || rt.has("orphan") {
+					return errors.New("orphan not removed after recovery")
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// teardownCalls counts the Stop and Remove calls for id.
+func teardownCalls(rt *fakeRuntime, id string) int {
+	calls := rt.callList()
+	return count(calls, "stop "+id) + count(calls, "remove "+id)
+}

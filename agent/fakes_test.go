@@ -85,6 +85,7 @@ type fakeRuntime struct {
 	mu         sync.Mutex
 	containers map[string]*fakeContainer
 	pullErr    map[string]error
+	stopErr    error // Stop and Remove fail with it, touching nothing
 	calls      []string
 	starts     map[string]runtime.Spec
 	stops      map[string]time.Duration
@@ -128,6 +129,9 @@ func (f *fakeRuntime) Stop(_ context.Context, id string, timeout time.Duration) 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("stop %s", id)
+	if f.stopErr != nil {
+		return f.stopErr
+	}
 	f.stops[id] = timeout
 	c, ok := f.containers[id]
 	if ok && c.running {
@@ -141,6 +145,9 @@ func (f *fakeRuntime) Remove(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("remove %s", id)
+	if f.stopErr != nil {
+		return f.stopErr
+	}
 	if c, ok := f.containers[id]; ok && c.running {
 		f.exits <- runtime.Exit{ID: id, Code: 137, At: time.Now()}
 	}
@@ -194,6 +201,14 @@ func (f *fakeRuntime) addLabelled(id string, labels map[string]string,
 	}
 }
 
+// failStops makes every Stop and Remove fail with err, as when
+// containerd is gone.
+func (f *fakeRuntime) failStops(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopErr = err
+}
+
 // exit makes a running container exit with code.
 func (f *fakeRuntime) exit(id string, code int) {
 	f.mu.Lock()
@@ -214,6 +229,14 @@ func (f *fakeRuntime) called(call string) bool {
 		}
 	}
 	return false
+}
+
+// has reports whether a container with id exists.
+func (f *fakeRuntime) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.containers[id]
+	return ok
 }
 
 func (f *fakeRuntime) callList() []string {

@@ -17,8 +17,12 @@ import (
 // defaultStopTimeout applies when a task's spec sets no stop_timeout.
 const defaultStopTimeout = 10 * time.Second
 
-// maxRetryDelay caps the delay before a failed stop or remove is retried.
-const maxRetryDelay = 30 * time.Second
+// A failed stop or remove is retried after minRetryDelay, doubling up
+// to maxRetryDelay.
+const (
+	minRetryDelay = 100 * time.Millisecond
+	maxRetryDelay = 30 * time.Second
+)
 
 // drainPoll is how often a draining task's open ingress connections are
 // counted while it waits for them to end.
@@ -79,8 +83,11 @@ type taskState struct {
 
 	op          opKind        // the operation in flight, opNone if none
 	pendingExit *runtime.Exit // an exit seen while the start was in flight
-	retries     int
-	retryArmed  bool
+
+	// A failed teardown waits retryArmed for its retry; retries counts
+	// the failures in a row and sets the delay.
+	retries    int
+	retryArmed bool
 
 	checkGen  int
 	stopCheck context.CancelFunc
@@ -232,13 +239,14 @@ func (r *runner) onAssign(a assignment) {
 }
 
 // step moves one task towards what its assignment wants. It does nothing
-// before the first assignment list or while an operation is in flight;
-// the operation's end steps the task again.
+// before the first assignment list, while an operation is in flight or
+// while a failed teardown waits for its retry; the operation's end or
+// the retry steps the task again.
 //
 // TODO: a task told to stop while its image is being pulled waits for the
 // pull and the start; cancelling the pull's context would stop sooner.
 func (r *runner) step(st *taskState) {
-	if !r.synced || st.op != opNone {
+	if !r.synced || st.op != opNone || st.retryArmed {
 		return
 	}
 	t := st.task
@@ -498,6 +506,10 @@ func (r *runner) started(st *taskState, res opResult) {
 
 func (r *runner) tornDown(st *taskState, res opResult) {
 	if res.err == nil {
+		if st.retries > 0 {
+			st.log.Info("container teardown succeeded after retries",
+				"failures", st.retries)
+		}
 		st.container, st.running, st.retries = false, false, 0
 		if st.task != nil && st.state == pb.TaskStopping {
 			r.set(st, pb.TaskStopped, "")
@@ -505,8 +517,15 @@ func (r *runner) tornDown(st *taskState, res opResult) {
 		return
 	}
 
-	st.log.Warn("container teardown failed", "stage", res.stage,
-		"error", res.err)
+	// One line per retry, and only the first at warn: a containerd that
+	// is down fails every try the same way.
+	log := st.log.Debug
+	if st.retries == 0 {
+		log = st.log.Warn
+	}
+	log("container teardown failed, will retry", "stage", res.stage,
+		"error", res.err, "retry_in", retryDelay(st.retries),
+		"failures", st.retries+1)
 	if res.stage == "remove" {
 		// The stop worked: the task is stopped even though its
 		// container is still there to be removed.
@@ -520,13 +539,14 @@ func (r *runner) tornDown(st *taskState, res opResult) {
 	r.retryLater(st)
 }
 
-// retryLater steps st again after a growing delay.
+// retryLater steps st again after a growing delay; step leaves st
+// alone until then.
 func (r *runner) retryLater(st *taskState) {
 	if st.retryArmed {
 		return
 	}
 	st.retryArmed = true
-	d := min(time.Second<<min(st.retries, 5), maxRetryDelay)
+	d := retryDelay(st.retries)
 	st.retries++
 	id := st.id
 	r.wg.Add(1)
@@ -540,6 +560,12 @@ func (r *runner) retryLater(st *taskState) {
 		case <-r.ctx.Done():
 		}
 	}()
+}
+
+// retryDelay is the wait before the retry that follows the given number
+// of earlier failures in a row: minRetryDelay doubling to maxRetryDelay.
+func retryDelay(failures int) time.Duration {
+	return min(minRetryDelay<<min(failures, 10), maxRetryDelay)
 }
 
 // onExit applies a container exit.
