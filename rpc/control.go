@@ -185,6 +185,11 @@ func (c *controlServer) ScaleApp(ctx context.Context,
 		return nil, status.Errorf(codes.InvalidArgument,
 			"app %q: replicas %d: must not be negative", req.GetName(), req.GetReplicas())
 	}
+	if req.GetReplicas() > spec.MaxReplicas {
+		return nil, status.Errorf(codes.InvalidArgument,
+			"app %q: replicas %d: above the maximum of %d",
+			req.GetName(), req.GetReplicas(), spec.MaxReplicas)
+	}
 	if c.s.store.App(req.GetName()) == nil {
 		return nil, appNotFound(req.GetName())
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -518,6 +519,10 @@ func TestAppWrites(t *testing.T) {
 			_, err := m.ctl.ScaleApp(ctx, &pb.ScaleAppRequest{Name: "web", Replicas: -1})
 			return err
 		}, codes.InvalidArgument, "replicas"},
+		{"scale above the maximum", func(ctx context.Context) error {
+			_, err := m.ctl.ScaleApp(ctx, &pb.ScaleAppRequest{Name: "web", Replicas: math.MaxInt32})
+			return err
+		}, codes.InvalidArgument, "replicas 2147483647: above the maximum of 1000"},
 		{"scale unknown", func(ctx context.Context) error {
 			_, err := m.ctl.ScaleApp(ctx, &pb.ScaleAppRequest{Name: "nope", Replicas: 1})
 			return err
@@ -650,6 +655,48 @@ func TestRegister(t *testing.T) {
 	}
 	if n := m.raft.fsm.State().Node("m1"); n.GetRole() != pb.RoleManager {
 		t.Errorf("manager node was overwritten: %v", n)
+	}
+}
+
+// TestRegisterNameInUse checks that a second worker cannot take the name of
+// a live one (both would run its tasks), while the same worker may register
+// again and a down worker's name may be taken over.
+func TestRegisterNameInUse(t *testing.T) {
+	tests := []struct {
+		name    string
+		status  string // of the stored w2 at 127.0.60.12
+		address string // of the new registration
+		code    codes.Code
+	}{
+		{"other address, ready", pb.NodeReady, "127.0.60.13", codes.AlreadyExists},
+		{"other address, draining", pb.NodeDraining, "127.0.60.13", codes.AlreadyExists},
+		{"same address", pb.NodeReady, "127.0.60.12", codes.OK},
+		{"other address, down", pb.NodeDown, "127.0.60.13", codes.OK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := startManager(t, "m1", true)
+			m.raft.mustApply(t, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: &pb.Node{
+				Name: "w2", Role: pb.RoleWorker, Address: "127.0.60.12", Status: tc.status,
+			}})
+
+			_, err := m.worker.Register(ctxT(t), &pb.RegisterRequest{
+				Token: workerToken, Name: "w2", Address: tc.address})
+			got := m.raft.fsm.State().Node("w2").GetAddress()
+			if tc.code != codes.OK {
+				wantCode(t, err, tc.code, `node name "w2" is in use by 127.0.60.12`)
+				if got != "127.0.60.12" {
+					t.Errorf("stored address %s, want 127.0.60.12 kept", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("register: %v", err)
+			}
+			if got != tc.address {
+				t.Errorf("stored address %s, want %s", got, tc.address)
+			}
+		})
 	}
 }
 

@@ -73,6 +73,12 @@ func (w *workerServer) registeredNode(req *pb.RegisterRequest) (*pb.Node, error)
 	case old.GetRole() != pb.RoleWorker:
 		return nil, status.Errorf(codes.AlreadyExists,
 			"node %q: name is taken by a %s", req.GetName(), old.GetRole())
+	case old.GetAddress() != req.GetAddress() && old.GetStatus() != pb.NodeDown:
+		// Two live workers under one name would both run its tasks. A
+		// down node's name may be taken over: that is how a replaced
+		// machine comes back.
+		return nil, status.Errorf(codes.AlreadyExists,
+			"node name %q is in use by %s", req.GetName(), old.GetAddress())
 	case old.GetStatus() == pb.NodeDraining:
 		// An operator drained it; registering again must not undo that.
 		node.Status = pb.NodeDraining
