@@ -38,6 +38,10 @@ var leaderOnly = map[string]func() proto.Message{
 	pb.Control_ActivateNode_FullMethodName: func() proto.Message { return new(pb.ActivateNodeResponse) },
 	pb.Worker_Register_FullMethodName:      func() proto.Message { return new(pb.RegisterResponse) },
 	pb.Worker_Report_FullMethodName:        func() proto.Message { return new(pb.ReportResponse) },
+
+	// Raft membership changes are the leader's to make.
+	pb.Control_RemovePeer_FullMethodName:         func() proto.Message { return new(pb.RemovePeerResponse) },
+	pb.Control_TransferLeadership_FullMethodName: func() proto.Message { return new(pb.TransferLeadershipResponse) },
 }
 
 // forwardUnary runs leader-only methods locally on the leader and
