@@ -151,6 +151,7 @@ func New(cfg Config) (*Server, error) {
 	s.conns = newConnCache(s.dialOp)
 
 	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMsgSize),
 		grpc.ChainUnaryInterceptor(s.recoverUnary, s.forwardUnary),
 		grpc.ChainStreamInterceptor(s.recoverStream),
 	}
@@ -305,6 +306,12 @@ func Dial(addr string) (*grpc.ClientConn, error) {
 	return dial(addr, DialOptions())
 }
 
+// MaxMsgSize is the largest gRPC message a manager or a client of one
+// receives. gRPC's default of 4 MiB is too small for the answers that
+// carry whole state (every app, every task) in a large cluster; sending
+// is unlimited by default.
+const MaxMsgSize = 64 << 20
+
 // reconnect is how a client connection retries a manager it lost. gRPC's
 // default backoff grows to 120s, so a manager that restarted would look
 // unreachable long after it serves again; between managers on one LAN a
@@ -325,6 +332,7 @@ func DialOptions(extra ...grpc.DialOption) []grpc.DialOption {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(reconnect),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize)),
 	}
 	return append(opts, extra...)
 }
