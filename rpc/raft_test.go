@@ -205,4 +205,3 @@ func TestTransferLeadershipNoOtherVoter(t *testing.T) {
 	_, err := m1.ctl.TransferLeadership(ctxT(t), &pb.TransferLeadershipRequest{})
 	wantCode(t, err, codes.FailedPrecondition, "no other reachable voter")
 }
-
