@@ -1,15 +1,19 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -17,6 +21,13 @@ import (
 
 // sqliteContentType is the media type of a snapshot download.
 const sqliteContentType = "application/vnd.sqlite3"
+
+// MaxRequestBody is the largest JSON request body the HTTP gateway reads,
+// the order of gRPC's default receive limit: an app spec is a few KiB, and
+// the gateway holds a body in memory several times over while decoding it.
+// Larger bodies get 413. Routes under /v1/snapshot are exempt: a restore
+// upload carries a whole state file and must bring its own, larger limit.
+const MaxRequestBody = 4 << 20
 
 // gateway builds the HTTP handler: the Control routes of proto/api.yaml,
 // translated to calls on our own gRPC address at rpcAddr, plus the
@@ -51,7 +62,46 @@ func (s *Server) gateway(ctx context.Context, rpcAddr string) (http.Handler, err
 			return nil, fmt.Errorf("rpc gateway: %s %s: %w", r.method, r.path, err)
 		}
 	}
-	return mux, nil
+	return limitBody(mux, MaxRequestBody), nil
+}
+
+// limitBody reads at most limit bytes of a request body before next sees
+// it, answering 413 with a JSON {code, message} naming the limit when the
+// body is larger, so that no client can make the manager buffer an
+// unbounded body. The snapshot routes pass through untouched.
+func limitBody(next http.Handler, limit int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody ||
+			strings.HasPrefix(r.URL.Path, "/v1/snapshot") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength > limit {
+			bodyTooLarge(w, limit)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			bodyTooLarge(w, limit)
+			return
+		case err != nil:
+			http.Error(w, "request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// bodyTooLarge answers 413 in the gateway's error format.
+func bodyTooLarge(w http.ResponseWriter, limit int64) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	fmt.Fprintf(w, "{\"code\":%d,\"message\":\"request body is larger than "+
+		"the limit of %d bytes\"}\n", codes.ResourceExhausted, limit)
 }
 
 // serveHealth answers 200 while the process serves HTTP at all.

@@ -1028,6 +1028,61 @@ func TestHTTPGateway(t *testing.T) {
 		}
 	})
 
+	t.Run("replicas above the maximum is 400", func(t *testing.T) {
+		body := `{"name": "api", "image": "x", "replicas": 2147483647}`
+		resp, err := http.Post(base+"/v1/apps", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("POST /v1/apps: %v", err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(got), "replicas") {
+			t.Errorf("status %d body %s, want 400 naming replicas", resp.StatusCode, got)
+		}
+	})
+
+	bodyLimit := []struct {
+		name    string
+		path    string
+		size    int
+		chunked bool // no Content-Length: the limit must hold while reading
+		want    int
+	}{
+		{"body at the limit is read", "/v1/apps", MaxRequestBody, false, http.StatusBadRequest},
+		{"body over the limit is 413", "/v1/apps", MaxRequestBody + 1, false, http.StatusRequestEntityTooLarge},
+		{"chunked body over the limit is 413", "/v1/apps", 2 * MaxRequestBody, true, http.StatusRequestEntityTooLarge},
+		// No POST route there yet: the mux's answer, not 413.
+		{"snapshot routes are exempt", "/v1/snapshot", MaxRequestBody + 1, false, http.StatusNotImplemented},
+	}
+	for _, tc := range bodyLimit {
+		t.Run(tc.name, func(t *testing.T) {
+			// A JSON string padded with spaces: valid until it ends.
+			payload := `{"name": "` + strings.Repeat(" ", tc.size-len(`{"name": ""}`)) + `"}`
+			var r io.Reader = strings.NewReader(payload)
+			if tc.chunked {
+				r = io.MultiReader(r) // hides the length from net/http
+			}
+			req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, base+tc.path, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("POST %s: %v", tc.path, err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d body %.200s, want %d", resp.StatusCode, got, tc.want)
+			}
+			limit := fmt.Sprintf("limit of %d bytes", MaxRequestBody)
+			if tc.want == http.StatusRequestEntityTooLarge && !strings.Contains(string(got), limit) {
+				t.Errorf("body %s, want it to name the %s", got, limit)
+			}
+		})
+	}
+
 	t.Run("snapshot", func(t *testing.T) {
 		resp, body := get(t, "/v1/snapshot")
 		if resp.StatusCode != http.StatusOK {
