@@ -34,6 +34,7 @@ func App() *cli.App {
 			nodeCommand(co),
 			appCommand(co),
 			snapshotCommand(co),
+			raftCommand(co),
 		},
 		Action:       groupAction,
 		OnUsageError: usageError,
