@@ -745,3 +745,88 @@ func teardownCalls(rt *fakeRuntime, id string) int {
 	calls := rt.callList()
 	return count(calls, "stop "+id) + count(calls, "remove "+id)
 }
+
+// TestAdoptKeepsLeaderHealth checks that a container adopted after an
+// agent restart is reported with the leader's health until a check says
+// otherwise: a healthy task reported unhealthy would read as a failure
+// to the leader and roll back a good deployment.
+func TestAdoptKeepsLeaderHealth(t *testing.T) {
+	tests := []struct {
+		name    string
+		checked bool // the spec has an HTTP check
+		healthy bool // the leader's view in the assignment
+		want    bool // the health of the first running report
+	}{
+		{name: "healthy with check", checked: true, healthy: true, want: true},
+		{name: "unhealthy with check", checked: true, healthy: false, want: false},
+		{name: "no check", checked: false, healthy: false, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Each check waits for the status the test hands it, so
+			// nothing but the test decides when a check ends.
+			status := make(chan int)
+			srv := httptest.NewServer(http.HandlerFunc(
+				func(w http.ResponseWriter, r *http.Request) {
+					select {
+					case code := <-status:
+						w.WriteHeader(code)
+					case <-r.Context().Done():
+					}
+				}))
+			t.Cleanup(srv.Close) // after the agent stops its checks
+			p := srv.Listener.Addr().(*net.TCPAddr).Port
+
+			rt := newFakeRuntime()
+			rt.add("t1", true, 0)
+			h := startAgent(t, "secret", rt)
+
+			tk := task("t1")
+			tk.State = pb.TaskRunning
+			tk.Healthy = tt.healthy
+			tk.Ports = map[string]int32{"http": int32(p)}
+			if tt.checked {
+				tk.Spec.Health = &pb.HealthSpec{
+					Http:     &pb.HTTPCheck{Port: "http", Path: "/"},
+					Interval: int64(20 * time.Millisecond),
+					Timeout:  int64(time.Minute),
+				}
+			}
+			h.mgr.assign(tk)
+
+			// The first check is still waiting: the report is the
+			// leader's view (healthy without checks).
+			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, tt.want))
+			if !tt.checked {
+				return
+			}
+			answer := func(code int) {
+				select {
+				case status <- code:
+				case <-time.After(wait):
+					t.Fatalf("no health check came to answer %d", code)
+				}
+			}
+
+			answer(http.StatusOK)
+			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+			answer(http.StatusInternalServerError)
+			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, false))
+
+			// Before the failed check, only a task the leader saw
+			// unhealthy was ever reported unhealthy.
+			reps := h.mgr.reportsFor("t1")
+			for i, r := range reps[:len(reps)-1] {
+				if r.GetState() == pb.TaskRunning && !r.GetHealthy() &&
+					tt.healthy {
+					t.Errorf("report %d of %d unhealthy before a "+
+						"failed check: %v", i+1, len(reps), r)
+				}
+			}
+			if msg := reps[len(reps)-1].GetMessage(); msg == "" {
+				t.Error("unhealthy report after the failed check " +
+					"has no message")
+			}
+		})
+	}
+}

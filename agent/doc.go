@@ -13,7 +13,8 @@
 // managers cannot be reached: while no manager answers, every container keeps
 // running as it is. A restarted agent adopts the containers it finds once it
 // has received its first list of assignments, and removes only containers
-// that list does not want running.
+// that list does not want running. An adopted container keeps the health
+// the leader last saw until a check result changes it.
 //
 // The agent also serves traffic: it follows the managers' endpoint set
 // (the healthy tasks of every app) and hands it to its ingress proxy

@@ -283,7 +283,8 @@ type fakeManager struct {
 	managers []*pb.ManagerAddress // returned by Register
 	dnsPort  int32                // from the last Register
 
-	history map[string][]string // every state reported per task, in order
+	history map[string][]string         // every state reported per task, in order
+	all     map[string][]*pb.TaskReport // every report per task, in order
 
 	// The endpoint set streamed by Endpoints, and what came back.
 	eps        *pb.EndpointsResponse // nil: nothing streamed yet
@@ -307,6 +308,7 @@ func startManager(t *testing.T, token string) *fakeManager {
 		reports:  make(map[string]*pb.TaskReport),
 		received: make(map[string]int),
 		history:  make(map[string][]string),
+		all:      make(map[string][]*pb.TaskReport),
 
 		epsChanged: make(chan struct{}),
 	}
@@ -373,6 +375,7 @@ func (m *fakeManager) Report(_ context.Context,
 	for _, r := range req.GetReports() {
 		m.reports[r.GetTaskId()] = r
 		m.received[r.GetTaskId()]++
+		m.all[r.GetTaskId()] = append(m.all[r.GetTaskId()], r)
 		h := m.history[r.GetTaskId()]
 		if len(h) == 0 || h[len(h)-1] != r.GetState() {
 			m.history[r.GetTaskId()] = append(h, r.GetState())
@@ -483,6 +486,13 @@ func (m *fakeManager) states(id string) []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]string(nil), m.history[id]...)
+}
+
+// reportsFor returns every report received for a task, in order.
+func (m *fakeManager) reportsFor(id string) []*pb.TaskReport {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]*pb.TaskReport(nil), m.all[id]...)
 }
 
 // registeredDNSPort is the DNS port of the last Register.

@@ -389,12 +389,17 @@ func (r *runner) start(st *taskState) {
 
 // adopt takes over a container that ran before the agent restarted.
 func (r *runner) adopt(st *taskState) {
-	st.log.Info("adopting running container")
+	st.log.Info("adopting running container",
+		"healthy", st.task.GetHealthy())
 
 	// The runtime does not say when the container started; counting the
 	// start period from now gives checks the same grace as a fresh start.
 	st.startedAt = time.Now()
-	r.markRunning(st)
+
+	// Its health is the leader's until a check says otherwise: to the
+	// leader, a healthy task reported unhealthy has failed, and a
+	// restart alone must not fail a rollout.
+	r.markRunning(st, st.task.GetHealthy())
 	r.watchContainer(st)
 }
 
@@ -497,7 +502,7 @@ func (r *runner) started(st *taskState, res opResult) {
 	}
 	st.container, st.running, st.startedAt = true, true, res.at
 	st.retries = 0
-	r.markRunning(st)
+	r.markRunning(st, false)
 	if e := st.pendingExit; e != nil {
 		st.pendingExit = nil
 		r.onExit(*e)
@@ -616,16 +621,19 @@ func (r *runner) onHealth(h healthResult) {
 	r.publish(st)
 }
 
-// markRunning marks st running and starts its health checks; a task without
-// checks is healthy as soon as it runs.
-func (r *runner) markRunning(st *taskState) {
+// markRunning marks st running and starts its health checks. A task
+// without checks is healthy as soon as it runs; one with checks starts
+// from healthy (false for a container just started, the leader's view
+// for an adopted one) and changes only when a check result arrives.
+func (r *runner) markRunning(st *taskState, healthy bool) {
 	st.state = pb.TaskRunning
 	st.message = ""
 	st.exitCode = 0
 	hs := st.task.GetSpec().GetHealth()
-	st.healthy = hs.GetHttp() == nil && hs.GetTcp() == nil
+	checked := hs.GetHttp() != nil || hs.GetTcp() != nil
+	st.healthy = healthy || !checked
 	r.publish(st)
-	if !st.healthy {
+	if checked {
 		r.startHealth(st, hs)
 	}
 }
