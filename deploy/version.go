@@ -3,6 +3,7 @@ package deploy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -81,6 +82,7 @@ func NewVersion(app *pb.App, spec *pb.AppSpec, now time.Time,
 	v := latestVersion(app) + 1
 	next.Versions = append(next.Versions, &pb.AppVersion{Version: v, Spec: spec, CreatedAt: at})
 	next.Version = v
+	next.Versions = pruneVersions(next.Versions, next.StableVersion, app.GetVersion())
 	cmd := &pb.DeployAppCmd{App: next, ExpectedVersion: app.GetVersion(), At: at}
 
 	if sameTasks(cur, spec) {
@@ -91,6 +93,29 @@ func NewVersion(app *pb.App, spec *pb.AppSpec, now time.Time,
 	}
 	cmd.Deployment = newDeployment(newID(), app.GetName(), app.GetVersion(), v, spec, now)
 	return cmd, true
+}
+
+// MaxVersionHistory is how many of its newest versions an app keeps. Each
+// deploy writes the whole app, history included, into the Raft log, so
+// the history must not grow without bound. The stable version and the
+// version a deployment starts from are kept besides, whatever their age:
+// Rollback and an automatic rollback go back to them.
+const MaxVersionHistory = 10
+
+// pruneVersions returns the newest MaxVersionHistory of versions (which
+// are in ascending order) and the versions in keep, in the same order.
+func pruneVersions(versions []*pb.AppVersion, keep ...uint64) []*pb.AppVersion {
+	if len(versions) <= MaxVersionHistory {
+		return versions
+	}
+	cut := len(versions) - MaxVersionHistory
+	out := make([]*pb.AppVersion, 0, MaxVersionHistory+len(keep))
+	for i, av := range versions {
+		if i >= cut || slices.Contains(keep, av.GetVersion()) {
+			out = append(out, av)
+		}
+	}
+	return out
 }
 
 // ErrNoRollbackTarget is returned by Rollback for an app without an older

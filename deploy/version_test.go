@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -171,4 +173,65 @@ func TestOfCurrentVersion(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNewVersionPrunesHistory checks that an app keeps its newest
+// MaxVersionHistory versions plus the stable one and the one a deployment
+// starts from, and that Rollback still finds its target.
+func TestNewVersionPrunesHistory(t *testing.T) {
+	tests := []struct {
+		name           string
+		version        uint64 // current version of an app with versions 1..30
+		stable         uint64
+		want           []uint64 // versions kept after deploying version 31
+		rollbackTarget uint64
+	}{
+		{name: "stable kept", version: 30, stable: 1,
+			want: append([]uint64{1}, seq(22, 31)...), rollbackTarget: 1},
+		{name: "from version of a rolled back app kept", version: 5, stable: 20,
+			want: append([]uint64{5, 20}, seq(22, 31)...), rollbackTarget: 20},
+		{name: "stable is current", version: 30, stable: 30,
+			want: seq(22, 31), rollbackTarget: 30},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			images := make([]string, 30)
+			for i := range images {
+				images[i] = fmt.Sprintf("img:%d", i+1)
+			}
+			app := appWith(tc.version, tc.stable, images...)
+
+			cmd, changed := NewVersion(app, webSpec("img:31", 3), time.Unix(100, 0), fixedID)
+			if !changed {
+				t.Fatal("new image changed nothing")
+			}
+			var got []uint64
+			for _, av := range cmd.GetApp().GetVersions() {
+				got = append(got, av.GetVersion())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("versions %v, want %v", got, tc.want)
+			}
+			if from := cmd.GetDeployment().GetFromVersion(); fsm.SpecOf(cmd.GetApp(), from) == nil {
+				t.Errorf("from version %d of the deployment was pruned", from)
+			}
+
+			rb, err := Rollback(cmd.GetApp(), time.Unix(200, 0), fixedID)
+			if err != nil {
+				t.Fatalf("rollback: %v", err)
+			}
+			if v := rb.GetApp().GetVersion(); v != tc.rollbackTarget {
+				t.Errorf("rollback to %d, want %d", v, tc.rollbackTarget)
+			}
+		})
+	}
+}
+
+// seq returns the numbers from a to b inclusive.
+func seq(a, b uint64) []uint64 {
+	var out []uint64
+	for v := a; v <= b; v++ {
+		out = append(out, v)
+	}
+	return out
 }
