@@ -50,7 +50,9 @@
 // per object kind: key columns plus the object as protojson with proto field
 // names, so `sqlite3 FILE "select json_extract(json,'$.state') from tasks"`
 // works. The meta table holds raft_index (the last entry applied when the
-// snapshot was taken), schema_version and cluster_meta.
+// snapshot was taken), raft_term (that entry's term; absent in snapshots
+// written before it was added), schema_version and cluster_meta.
+// InspectSQLite summarises a snapshot file without loading it.
 //
 // The package never talks to Raft peers, never proposes commands and never
 // decides anything on its own: it only applies what the leader wrote.

@@ -55,7 +55,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 		txn.Abort()
 		txn = db.Txn(true)
 	}
-	if ierr := setIndex(txn, l.Index); ierr != nil {
+	if ierr := setIndex(txn, l.Index, l.Term); ierr != nil {
 		txn.Abort()
 		return fmt.Errorf("apply index %d: %w", l.Index, ierr)
 	}
@@ -70,8 +70,10 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	return nil
 }
 
-func setIndex(txn *memdb.Txn, index uint64) error {
-	return txn.Insert(tableMeta, &metaEntry{Key: metaRaftIndex, Index: index})
+// setIndex records the index and term of the entry just applied.
+func setIndex(txn *memdb.Txn, index, term uint64) error {
+	return txn.Insert(tableMeta,
+		&metaEntry{Key: metaRaftIndex, Index: index, Term: term})
 }
 
 // applier applies one command inside one write transaction.

@@ -118,6 +118,9 @@ func writeRows(tx *sql.Tx, snap *Snapshot) error {
 
 	const meta = "INSERT INTO meta VALUES (?, ?)"
 	w.exec(meta, metaRaftIndex, strconv.FormatUint(snap.Index(), 10))
+	if term := snap.Term(); term != 0 {
+		w.exec(meta, metaRaftTerm, strconv.FormatUint(term, 10))
+	}
 	w.exec(meta, metaSchemaVersion, schemaVersion)
 	w.put(meta, snap.Meta(), metaClusterMeta)
 	return w.err
@@ -178,6 +181,15 @@ func readSQLite(path string) (_ *memdb.MemDB, err error) {
 			meta[metaRaftIndex], ErrInvalid, err)
 	}
 
+	// raft_term is absent from snapshots written before it existed.
+	var term uint64
+	if s, ok := meta[metaRaftTerm]; ok {
+		term, err = strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("raft term %q: %w: %w", s, ErrInvalid, err)
+		}
+	}
+
 	mdb := newMemDB()
 	txn := mdb.Txn(true)
 	defer txn.Abort() // no-op after Commit
@@ -204,7 +216,7 @@ func readSQLite(path string) (_ *memdb.MemDB, err error) {
 		}
 	}
 	entries := []*metaEntry{
-		{Key: metaRaftIndex, Index: index},
+		{Key: metaRaftIndex, Index: index, Term: term},
 		{Key: metaClusterMeta, Cluster: cm},
 	}
 	for _, e := range entries {

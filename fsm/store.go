@@ -27,6 +27,7 @@ const (
 // Keys of the meta table, in memdb and in SQLite snapshots.
 const (
 	metaRaftIndex     = "raft_index"
+	metaRaftTerm      = "raft_term" // SQLite only: the raft_index entry holds it
 	metaClusterMeta   = "cluster_meta"
 	metaSchemaVersion = "schema_version"
 )
@@ -34,8 +35,11 @@ const (
 // metaEntry is a row of the meta table. Only the field that belongs to Key
 // is set.
 type metaEntry struct {
-	Key     string
-	Index   uint64
+	Key   string
+	Index uint64
+	// Term is the Raft term of the entry at Index (raft_index only; 0
+	// when unknown, as after restoring a snapshot written without it).
+	Term    uint64
 	Cluster *pb.ClusterMeta
 }
 
@@ -194,6 +198,15 @@ func (s *Snapshot) Meta() *pb.ClusterMeta {
 		return e.Cluster
 	}
 	return &pb.ClusterMeta{}
+}
+
+// Term returns the Raft term of the last entry applied in this view, 0
+// if unknown.
+func (s *Snapshot) Term() uint64 {
+	if e := s.meta(metaRaftIndex); e != nil {
+		return e.Term
+	}
+	return 0
 }
 
 func (s *Snapshot) meta(key string) *metaEntry {
