@@ -22,6 +22,9 @@ var (
 	// ErrUnknownServer is returned for a server name not in the Raft
 	// configuration.
 	ErrUnknownServer = errors.New("unknown raft server")
+	// ErrDataDirInUse is returned by New when another process (or
+	// another Node) holds the lock on DataDir's raft.db.
+	ErrDataDirInUse = errors.New("in use by another process")
 )
 
 // Config configures a Node. Start from DefaultConfig.
@@ -29,7 +32,8 @@ type Config struct {
 	// Name is this manager's name and its Raft server ID. Required.
 	Name string
 	// DataDir holds raft/raft.db (log and stable store) and
-	// raft/snapshots. Required.
+	// raft/snapshots. Required. One Node at a time: New fails with
+	// ErrDataDirInUse while another holds it.
 	DataDir string
 	// BindAddr is the IP the Raft transport listens on and advertises;
 	// it must not be unspecified (0.0.0.0), since peers dial it.

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
@@ -20,6 +21,10 @@ import (
 // changeTimeout bounds how long a membership change may wait to be
 // enqueued on the leader.
 const changeTimeout = 5 * time.Second
+
+// lockTimeout bounds the wait for the lock on raft.db, which another
+// manager on the same data dir holds for as long as it runs.
+const lockTimeout = 2 * time.Second
 
 // logCacheSize is the number of recent log entries kept in memory in
 // front of the bolt store.
@@ -54,7 +59,8 @@ type Server struct {
 // New opens the stores in cfg.DataDir, starts the transport and Raft,
 // and starts the bootstrap logic in the background (see Config's
 // BootstrapExpect and Join). An existing Raft state is never
-// bootstrapped again.
+// bootstrapped again. A data dir that another process holds fails
+// within lockTimeout with an error wrapping ErrDataDirInUse.
 func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -70,17 +76,19 @@ func New(cfg Config) (*Node, error) {
 		shutdownCh:   make(chan struct{}),
 	}
 
+	// The stores first: a data dir in use fails before a port is bound.
+	logs, stable, snaps, err := n.stores()
+	if err != nil {
+		n.closeAll(nil)
+		return nil, err
+	}
+
 	trans, err := n.transport()
 	if err != nil {
+		n.closeAll(nil)
 		return nil, err
 	}
 	n.addr = trans.LocalAddr()
-
-	logs, stable, snaps, err := n.stores()
-	if err != nil {
-		n.closeAll(trans)
-		return nil, err
-	}
 
 	// Read before NewRaft, which may restore a snapshot.
 	hasState, err := raft.HasExistingState(logs, stable, snaps)
@@ -134,7 +142,14 @@ func (n *Node) stores() (raft.LogStore, raft.StableStore,
 
 	logs, stable := c.LogStore, c.StableStore
 	if logs == nil || stable == nil {
-		b, err := raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
+		b, err := raftboltdb.New(raftboltdb.Options{
+			Path:        filepath.Join(dir, "raft.db"),
+			BoltOptions: &bbolt.Options{Timeout: lockTimeout},
+		})
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, nil, nil, fmt.Errorf("manager %q: data dir %s is %w",
+				c.Name, c.DataDir, ErrDataDirInUse)
+		}
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("manager %q: open raft.db: %w",
 				c.Name, err)
@@ -165,7 +180,7 @@ func (n *Node) stores() (raft.LogStore, raft.StableStore,
 	return logs, stable, snaps, nil
 }
 
-// closeAll releases what New opened before a failure.
+// closeAll releases what New opened before a failure; trans may be nil.
 func (n *Node) closeAll(trans raft.Transport) {
 	if c, ok := trans.(raft.WithClose); ok {
 		_ = c.Close()

@@ -1,7 +1,9 @@
 package raftnode
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -98,4 +100,58 @@ func TestTCPCluster(t *testing.T) {
 	if st := nodes[leader].node.Stats(); st.State != "follower" || !st.Voter {
 		t.Errorf("restarted %s stats %v", leader, st)
 	}
+}
+
+// TestDataDirInUse checks that a second manager on a data dir that a
+// running one holds fails with a clear error instead of waiting for
+// the bolt file lock forever.
+func TestDataDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	first := startTCP(t, newFakeDiscovery(), "m1", dir)
+
+	cfg := DefaultConfig()
+	cfg.Name, cfg.DataDir, cfg.BindAddr, cfg.RaftPort = "m2", dir, "127.0.0.1", 0
+	cfg.Logger = testLogger(t)
+	cfg.FSM = &testFSM{}
+
+	type result struct {
+		n   *Node
+		err error
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		n, err := New(cfg)
+		done <- result{n, err}
+	}()
+
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(lockTimeout + 3*time.Second):
+		t.Fatalf("New on a data dir in use still blocked after %s",
+			time.Since(start))
+	}
+	if res.n != nil {
+		_ = res.n.Shutdown()
+	}
+	if !errors.Is(res.err, ErrDataDirInUse) {
+		t.Fatalf("New on a data dir in use: error %v, want %v",
+			res.err, ErrDataDirInUse)
+	}
+	want := fmt.Sprintf("data dir %s is in use by another process", dir)
+	if !strings.Contains(res.err.Error(), want) {
+		t.Errorf("error %q does not say %q", res.err, want)
+	}
+
+	// The first manager is unharmed and the dir opens once it is gone.
+	if err := first.node.Shutdown(); err != nil {
+		t.Fatalf("shutdown m1: %v", err)
+	}
+	cfg.Name = "m1"
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New after m1 shut down: %v", err)
+	}
+	_ = n.Shutdown()
 }
