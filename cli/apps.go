@@ -163,21 +163,34 @@ func (co *clientOpts) appStatus(c *cli.Context) error {
 	return printAppStatus(c.App.Writer, s)
 }
 
+// parseReplicas reads a replica count in 0..spec.MaxReplicas.
+func parseReplicas(arg string) (int32, error) {
+	n, err := strconv.ParseInt(arg, 10, 64)
+	switch {
+	case n > spec.MaxReplicas: // also an out-of-range error: n is then MaxInt64
+		return 0, fmt.Errorf("replicas %q: out of range, the maximum is %d",
+			arg, spec.MaxReplicas)
+	case err != nil || n < 0:
+		return 0, fmt.Errorf("replicas %q: want a number >= 0", arg)
+	}
+	return int32(n), nil
+}
+
 func (co *clientOpts) appScale(c *cli.Context) error {
 	pos, err := args(c, 2, "NAME REPLICAS")
 	if err != nil {
 		return err
 	}
 	name := pos[0]
-	n, err := strconv.ParseInt(pos[1], 10, 32)
-	if err != nil || n < 0 {
-		return fmt.Errorf("replicas %q: want a number >= 0", pos[1])
+	n, err := parseReplicas(pos[1])
+	if err != nil {
+		return err
 	}
 	cl, err := co.client()
 	if err != nil {
 		return err
 	}
-	req := &pb.ScaleAppRequest{Name: name, Replicas: int32(n)}
+	req := &pb.ScaleAppRequest{Name: name, Replicas: n}
 	path := "/v1/apps/" + pathEscape(name) + "/scale"
 	if err := cl.call(c.Context, "POST", path, req, &pb.ScaleAppResponse{}); err != nil {
 		return err
@@ -186,7 +199,7 @@ func (co *clientOpts) appScale(c *cli.Context) error {
 		return writeJSON(c.App.Writer, struct {
 			App      string `json:"app"`
 			Replicas int32  `json:"replicas"`
-		}{name, int32(n)})
+		}{name, n})
 	}
 	_, err = fmt.Fprintf(c.App.Writer, "app %q: scaled to %d\n", name, n)
 	return err
