@@ -333,6 +333,10 @@ func (x *TCPCheck) GetPort() string {
 	return ""
 }
 
+// HealthSpec is how a task's health is checked. Durations are int64
+// nanoseconds; the JSON API takes them as numbers (or protojson's int64
+// strings) in nanoseconds, so "interval": "5" means 5ns, not 5s. YAML specs
+// take "5s".
 type HealthSpec struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Http          *HTTPCheck             `protobuf:"bytes,1,opt,name=http,proto3" json:"http,omitempty"`
@@ -409,6 +413,10 @@ func (x *HealthSpec) GetStartPeriod() int64 {
 	return 0
 }
 
+// UpdateSpec is how a new version rolls out. Durations are int64
+// nanoseconds; the JSON API takes them as numbers (or protojson's int64
+// strings) in nanoseconds, so "min_healthy_time": "5" means 5ns, not 5s.
+// YAML specs take "5s".
 type UpdateSpec struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	BatchSize        int32                  `protobuf:"varint,1,opt,name=batch_size,json=batchSize,proto3" json:"batch_size,omitempty"`
