@@ -52,6 +52,15 @@ func managerCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "join",
 				Usage: "another manager's gossip address, ip or ip:port " +
 					"(default port 7073); repeat or separate with commas"},
+			&cli.Uint64Flag{Name: "snapshot-threshold",
+				Value: raftnode.DefaultConfig().SnapshotThreshold,
+				Usage: "new Raft log entries that trigger a snapshot"},
+			&cli.DurationFlag{Name: "snapshot-interval",
+				Value: raftnode.DefaultConfig().SnapshotInterval,
+				Usage: "how often the snapshot threshold is checked"},
+			&cli.IntFlag{Name: "snapshot-retain",
+				Value: raftnode.DefaultConfig().SnapshotRetain,
+				Usage: "snapshots kept on disk"},
 			logLevelFlag(),
 		},
 		Action: action(runManager),
@@ -64,6 +73,34 @@ type managerFlags struct {
 	httpPort, rpcPort, raftPort, gossipPort int
 	bootstrapExpect                         int
 	join                                    []string
+	snapshots                               snapshotSettings
+}
+
+// snapshotSettings are the manager's Raft snapshot flags.
+type snapshotSettings struct {
+	threshold uint64
+	interval  time.Duration
+	retain    int
+}
+
+// check refuses values raftnode would refuse, naming the flag.
+func (s snapshotSettings) check() error {
+	switch {
+	case s.threshold == 0:
+		return errors.New("manager: --snapshot-threshold must be at least 1")
+	case s.interval <= 0:
+		return fmt.Errorf("manager: --snapshot-interval %s must be positive", s.interval)
+	case s.retain < 1:
+		return fmt.Errorf("manager: --snapshot-retain %d must be at least 1", s.retain)
+	}
+	return nil
+}
+
+// apply sets the snapshot fields of a Raft config.
+func (s snapshotSettings) apply(rc *raftnode.Config) {
+	rc.SnapshotThreshold = s.threshold
+	rc.SnapshotInterval = s.interval
+	rc.SnapshotRetain = s.retain
 }
 
 func runManager(c *cli.Context) error {
@@ -80,12 +117,20 @@ func runManager(c *cli.Context) error {
 		raftPort: c.Int("raft-port"), gossipPort: c.Int("gossip-port"),
 		bootstrapExpect: c.Int("bootstrap-expect"),
 		join:            splitList(c.StringSlice("join")),
+		snapshots: snapshotSettings{
+			threshold: c.Uint64("snapshot-threshold"),
+			interval:  c.Duration("snapshot-interval"),
+			retain:    c.Int("snapshot-retain"),
+		},
 	}
 	if f.name == "" {
 		return errors.New("manager: --name is required (no host name to default to)")
 	}
 	if net.ParseIP(f.bind) == nil {
 		return fmt.Errorf("manager: bind address %q is not an IP", f.bind)
+	}
+	if err := f.snapshots.check(); err != nil {
+		return err
 	}
 
 	m, err := startManager(f, log)
@@ -138,6 +183,7 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 	rc.Name, rc.DataDir, rc.BindAddr, rc.RaftPort = f.name, f.dataDir, f.bind, f.raftPort
 	rc.BootstrapExpect, rc.Join = f.bootstrapExpect, len(f.join) > 0
 	rc.FSM, rc.Logger = machine, log
+	f.snapshots.apply(&rc)
 	disc := &gossipDiscovery{pool: pool, dial: rpc.Dial}
 	rc.Discovery = disc
 	m.raft, err = raftnode.New(rc)

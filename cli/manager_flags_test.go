@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hivemind-orch/hivemind/raftnode"
+)
+
+func TestManagerSnapshotFlags(t *testing.T) {
+	refused := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"threshold 0", []string{"--snapshot-threshold", "0"}, "--snapshot-threshold must be at least 1"},
+		{"interval 0", []string{"--snapshot-interval", "0s"}, "--snapshot-interval 0s must be positive"},
+		{"retain 0", []string{"--snapshot-retain", "0"}, "--snapshot-retain 0 must be at least 1"},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"manager", "--data-dir", t.TempDir(),
+				"--log-level", "error"}, tc.args...)
+			_, err := run(t, args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("manager %v: %v, want %q", tc.args, err, tc.want)
+			}
+		})
+	}
+
+	t.Run("wired into the raft config", func(t *testing.T) {
+		s := snapshotSettings{threshold: 100, interval: time.Second, retain: 5}
+		if err := s.check(); err != nil {
+			t.Fatalf("check: %v", err)
+		}
+		rc := raftnode.DefaultConfig()
+		s.apply(&rc)
+		if rc.SnapshotThreshold != 100 || rc.SnapshotInterval != time.Second ||
+			rc.SnapshotRetain != 5 {
+			t.Fatalf("raft config threshold %d interval %s retain %d, want 100 1s 5",
+				rc.SnapshotThreshold, rc.SnapshotInterval, rc.SnapshotRetain)
+		}
+	})
+
+	t.Run("defaults are raftnode's", func(t *testing.T) {
+		def := raftnode.DefaultConfig()
+		got := map[string]string{}
+		for _, f := range managerCommand().Flags {
+			if strings.HasPrefix(f.Names()[0], "snapshot-") {
+				got[f.Names()[0]] = f.String()
+			}
+		}
+		for name, want := range map[string]string{
+			"snapshot-threshold": "8192", "snapshot-interval": def.SnapshotInterval.String(),
+			"snapshot-retain": "2",
+		} {
+			if !strings.Contains(got[name], "(default: "+want+")") {
+				t.Errorf("flag %s: %q, want default %s", name, got[name], want)
+			}
+		}
+	})
+}
