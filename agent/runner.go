@@ -92,8 +92,8 @@ type taskState struct {
 	checkGen  int
 	stopCheck context.CancelFunc
 
-	// drained is set once a task out of rotation has no open
-	// connections left, or drain_timeout passed: it may be stopped.
+	// drained is set once a task out of rotation has drained for its
+	// drain_timeout, or exited: it may be stopped.
 	drained   bool
 	stopDrain context.CancelFunc // ends the drain wait early
 }
@@ -271,8 +271,9 @@ func (r *runner) step(st *taskState) {
 
 // stepStop handles a task whose desired state is stop. A running task
 // drains first: it is reported draining and keeps serving until the
-// leader has seen every ingress take it out of rotation, then its open
-// connections get up to drain_timeout to end; only then is it stopped.
+// leader has seen every ingress take it out of rotation, then it keeps
+// running for drain_timeout so that open connections can end; only then
+// is it stopped.
 // A task whose container has exited is just removed.
 func (r *runner) stepStop(st *taskState) {
 	r.stopHealth(st)
@@ -304,11 +305,14 @@ func (r *runner) stepStop(st *taskState) {
 	}
 }
 
-// drain waits until no ingress connection to st is open, or its
-// drain_timeout passed, or its container exits.
+// drain keeps st running for its drain_timeout after it left rotation,
+// or until its container exits. It does not end when this worker's own
+// ingress has no connection left: requests that other workers' ingress
+// or DNS clients sent to the task before it left their rotation are not
+// seen here, and they are promised drain_timeout too.
 func (r *runner) drain(st *taskState) {
 	timeout := drainTimeout(st.task)
-	st.log.Info("out of rotation, waiting for open connections",
+	st.log.Info("out of rotation, draining open connections",
 		"drain_timeout", timeout)
 
 	ctx, cancel := context.WithTimeout(r.ctx, timeout)
@@ -316,24 +320,17 @@ func (r *runner) drain(st *taskState) {
 	id, conns := st.id, r.conns
 	r.spawn(st, opDrain, func(context.Context) opResult {
 		defer cancel()
-		t := time.NewTicker(drainPoll)
-		defer t.Stop()
-		for {
-			n := 0
-			if conns != nil {
-				n = conns(id)
-			}
-			if n == 0 {
-				return opResult{}
-			}
-			select {
-			case <-ctx.Done():
-				return opResult{stage: "drain",
-					err: fmt.Errorf("%d connections still open: %w",
-						n, ctx.Err())}
-			case <-t.C:
-			}
+		<-ctx.Done()
+		n := 0
+		if conns != nil {
+			n = conns(id)
 		}
+		if n > 0 {
+			return opResult{stage: "drain",
+				err: fmt.Errorf("%d connections through this worker's "+
+					"ingress still open: %w", n, ctx.Err())}
+		}
+		return opResult{}
 	})
 }
 
