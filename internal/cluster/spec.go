@@ -17,7 +17,7 @@ type WebApp struct {
 	HealthyDeadline string // default "15s"
 	// ProgressDeadline defaults to "1m".
 	ProgressDeadline string
-	DrainTimeout     string // default "0s"
+	DrainTimeout     string // default "200ms": tests without traffic need no drain
 	AutoRollback     bool
 	// TCPCheck makes the health check a TCP connect to the port instead
 	// of GET /healthz.
@@ -36,7 +36,7 @@ func (a WebApp) YAML() string {
 	}
 	minHealthy := or(a.MinHealthyTime, "1s")
 	deadline := or(a.HealthyDeadline, "15s")
-	drain := or(a.DrainTimeout, "0s")
+	drain := or(a.DrainTimeout, "200ms")
 	progress := or(a.ProgressDeadline, "1m")
 
 	var b strings.Builder
