@@ -92,7 +92,7 @@ func (b *bench) benchRolling() ([]float64, error) {
 	b.add(row{bench: "3 rolling", what: "4-replica rolling update, batch 1, min_healthy_time 2s: `app deploy` until deployment successful",
 		samples: walls, goal: "about 11 s (Nomad 1.6, Swarm: about 19.5 s)",
 		verdict: verdictAbout(walls, 11)})
-	b.note("rolling: spec: the harness's web app with 4 replicas, batch_size 1, min_healthy_time 2s, health GET /healthz every 500ms, drain_timeout 0s, stop_timeout 2s; runs alternate v1 -> v2 -> v1; deployment status polled over HTTP every %s", rollPoll)
+	b.note("rolling: spec: the harness's web app with 4 replicas, batch_size 1, min_healthy_time 2s, health GET /healthz every 500ms, drain_timeout 200ms, stop_timeout 2s; runs alternate v1 -> v2 -> v1; deployment status polled over HTTP every %s", rollPoll)
 	return walls, nil
 }
 
