@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -69,7 +70,13 @@ func checkMagic(path string) error {
 }
 
 func inspect(path string) (_ Info, err error) {
-	u := url.URL{Scheme: "file", Path: path, RawQuery: "mode=ro"}
+	// A URI opens the file read-only; SQLite wants it absolute, or the
+	// first path segment reads as a host.
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return Info{}, err
+	}
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: "mode=ro"}
 	db, err := sql.Open("sqlite", u.String())
 	if err != nil {
 		return Info{}, err

@@ -47,6 +47,19 @@ func TestInspectSQLite(t *testing.T) {
 			info, index, want)
 	}
 
+	// A relative path, and one with characters special in a URI.
+	odd := filepath.Join(filepath.Dir(path), "a b?c#d.db")
+	if err := os.Rename(path, odd); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(filepath.Dir(odd))
+	if rel, err := InspectSQLite(filepath.Base(odd)); err != nil || rel.RaftIndex != index {
+		t.Fatalf("inspect by relative path: %+v, %v", rel, err)
+	}
+	if err := os.Rename(odd, path); err != nil {
+		t.Fatal(err)
+	}
+
 	// A snapshot written before raft_term existed has no term.
 	execSQL(t, path, "DELETE FROM meta WHERE key = 'raft_term'")
 	info, err = InspectSQLite(path)
