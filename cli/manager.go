@@ -175,9 +175,6 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 		return nil, err
 	}
 	m.pool = pool
-	if len(f.join) > 0 {
-		pool.RetryJoin(context.Background(), f.join)
-	}
 
 	rc := raftnode.DefaultConfig()
 	rc.Name, rc.DataDir, rc.BindAddr, rc.RaftPort = f.name, f.dataDir, f.bind, f.raftPort
@@ -190,6 +187,11 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 	if err != nil {
 		m.shutdown()
 		return nil, err
+	}
+	// Join the others only now: a manager whose data dir another
+	// process holds fails above without ever showing up in their pool.
+	if len(f.join) > 0 {
+		pool.RetryJoin(context.Background(), f.join)
 	}
 
 	m.rpc, err = rpc.New(rpc.Config{
