@@ -128,19 +128,7 @@ func (co *clientOpts) appList(c *cli.Context) error {
 	if _, err := args(c, 0, ""); err != nil {
 		return err
 	}
-	cl, err := co.client()
-	if err != nil {
-		return err
-	}
-	var resp pb.ListAppsResponse
-	if err := cl.call(c.Context, "GET", "/v1/apps", nil, &resp); err != nil {
-		return err
-	}
-	apps := toAppSummaries(&resp)
-	if co.output == outputJSON {
-		return writeJSON(c.App.Writer, apps)
-	}
-	return printApps(c.App.Writer, apps)
+	return show(co, c, "/v1/apps", &pb.ListAppsResponse{}, toAppSummaries, printApps)
 }
 
 func (co *clientOpts) appStatus(c *cli.Context) error {
@@ -148,19 +136,8 @@ func (co *clientOpts) appStatus(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	cl, err := co.client()
-	if err != nil {
-		return err
-	}
-	var resp pb.AppStatusResponse
-	if err := cl.call(c.Context, "GET", "/v1/apps/"+pathEscape(pos[0]), nil, &resp); err != nil {
-		return err
-	}
-	s := toAppStatus(&resp)
-	if co.output == outputJSON {
-		return writeJSON(c.App.Writer, s)
-	}
-	return printAppStatus(c.App.Writer, s)
+	return show(co, c, "/v1/apps/"+pathEscape(pos[0]), &pb.AppStatusResponse{},
+		toAppStatus, printAppStatus)
 }
 
 // parseReplicas reads a replica count in 0..spec.MaxReplicas.

@@ -71,19 +71,8 @@ func (co *clientOpts) clusterStatus(c *cli.Context) error {
 	if _, err := args(c, 0, ""); err != nil {
 		return err
 	}
-	cl, err := co.client()
-	if err != nil {
-		return err
-	}
-	var resp pb.ClusterStatusResponse
-	if err := cl.call(c.Context, "GET", "/v1/cluster/status", nil, &resp); err != nil {
-		return err
-	}
-	s := toClusterStatus(&resp)
-	if co.output == outputJSON {
-		return writeJSON(c.App.Writer, s)
-	}
-	return printClusterStatus(c.App.Writer, s)
+	return show(co, c, "/v1/cluster/status", &pb.ClusterStatusResponse{},
+		toClusterStatus, printClusterStatus)
 }
 
 func (co *clientOpts) joinToken(c *cli.Context) error {
@@ -116,19 +105,7 @@ func (co *clientOpts) nodeList(c *cli.Context) error {
 	if _, err := args(c, 0, ""); err != nil {
 		return err
 	}
-	cl, err := co.client()
-	if err != nil {
-		return err
-	}
-	var resp pb.ListNodesResponse
-	if err := cl.call(c.Context, "GET", "/v1/nodes", nil, &resp); err != nil {
-		return err
-	}
-	nodes := toNodes(&resp)
-	if co.output == outputJSON {
-		return writeJSON(c.App.Writer, nodes)
-	}
-	return printNodes(c.App.Writer, nodes)
+	return show(co, c, "/v1/nodes", &pb.ListNodesResponse{}, toNodes, printNodes)
 }
 
 // nodeSetStatus posts req(NAME) to /v1/nodes/NAME/verb and prints the

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/urfave/cli/v2"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
@@ -270,4 +273,22 @@ func joinAddrs(m map[string]string) string {
 		names[i] = n + "=" + m[n]
 	}
 	return strings.Join(names, ",")
+}
+
+// show GETs path into resp, turns it into its view and prints the view as
+// JSON with -o json, or with table otherwise.
+func show[R proto.Message, V any](co *clientOpts, c *cli.Context, path string,
+	resp R, view func(R) V, table func(io.Writer, V) error) error {
+	cl, err := co.client()
+	if err != nil {
+		return err
+	}
+	if err := cl.call(c.Context, "GET", path, nil, resp); err != nil {
+		return err
+	}
+	v := view(resp)
+	if co.output == outputJSON {
+		return writeJSON(c.App.Writer, v)
+	}
+	return table(c.App.Writer, v)
 }

@@ -100,19 +100,8 @@ func (co *clientOpts) raftPeers(c *cli.Context) error {
 	if _, err := args(c, 0, ""); err != nil {
 		return err
 	}
-	cl, err := co.client()
-	if err != nil {
-		return err
-	}
-	var resp pb.ClusterStatusResponse
-	if err := cl.call(c.Context, "GET", "/v1/cluster/status", nil, &resp); err != nil {
-		return err
-	}
-	peers := toPeers(&resp)
-	if co.output == outputJSON {
-		return writeJSON(c.App.Writer, peers)
-	}
-	return printPeers(c.App.Writer, peers)
+	return show(co, c, "/v1/cluster/status", &pb.ClusterStatusResponse{},
+		toPeers, printPeers)
 }
 
 func (co *clientOpts) raftRemovePeer(c *cli.Context) error {
