@@ -65,8 +65,14 @@ proto:
 		--grpc-gateway_out=. --grpc-gateway_opt=module=github.com/hivemind-orch/hivemind,grpc_api_configuration=proto/api.yaml,standalone=false \
 		proto/hivemind.proto
 
-bench: build
+# bench needs wrk (Debian) for its ingress benchmark; bench-deps installs
+# it when missing.
+bench: bench-deps build
 	$(GO) run ./bench --hivemind $(BIN)/hivemind
+
+bench-deps:
+	@command -v wrk >/dev/null || { echo "installing: wrk"; export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
 
 clean:
 	rm -rf $(BIN) $(TOOLS)

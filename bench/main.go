@@ -1,7 +1,7 @@
 // Command bench measures Hivemind on a real cluster on loopback (three
 // managers, two workers, a private containerd per worker, the test web
 // image from a local registry) and prints a table of the figures with the
-// goals of issue 2 beside them:
+// goals of issues 2 and 3 beside them:
 //
 //   - deploy:     `app deploy` of 3 replicas until all are healthy, against
 //     starting the same 3 containers with `ctr run -d`;
@@ -9,7 +9,9 @@
 //     survivor names a new leader, and until the rollout moves again;
 //   - rolling:    wall time of a 4-replica rolling update, batch 1,
 //     min_healthy_time 2s;
-//   - throughput: Raft writes (`app scale` over HTTP) by concurrent clients.
+//   - throughput: Raft writes (`app scale` over HTTP) by concurrent clients;
+//   - ingress:    HTTP through a worker's ingress against straight to a
+//     task, with wrk, alternating (goal of issue 3).
 //
 // It stops everything it started, containers included, at the end, on
 // failure and on Ctrl-C. It asserts nothing: it reports.
@@ -36,7 +38,7 @@ import (
 )
 
 // benchNames lists the benchmarks in the order they run.
-var benchNames = []string{"deploy", "rolling", "failover", "rollback", "throughput"}
+var benchNames = []string{"deploy", "rolling", "failover", "rollback", "throughput", "ingress"}
 
 type options struct {
 	binary   string
@@ -47,6 +49,8 @@ type options struct {
 	subnet   int
 	verbose  bool
 	keep     bool
+	// ingressPerf samples the worker with perf during one more ingress run.
+	ingressPerf bool
 }
 
 func main() {
@@ -68,10 +72,11 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.runs, "runs", 5, "runs of deploy, rolling and failover")
 	only := flag.String("only", "", "run only these benchmarks, comma-separated: "+
 		strings.Join(benchNames, ", "))
-	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each throughput run")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each throughput run and of each wrk run of the ingress benchmark")
 	clients := flag.String("clients", "1,16,64", "concurrent clients of the throughput runs, comma-separated")
 	flag.IntVar(&o.subnet, "subnet", 77, "the cluster runs on 127.0.SUBNET.x")
 	flag.BoolVar(&o.verbose, "v", false, "also print the harness's progress lines")
+	flag.BoolVar(&o.ingressPerf, "ingress-perf", false, "ingress: profile the worker with perf during one extra run (not counted)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run directory (logs, data dirs) after stopping")
 	flag.Parse()
 
@@ -214,6 +219,8 @@ func (b *bench) runAll() error {
 			err = b.benchRollback(rolling)
 		case "throughput":
 			err = b.benchThroughput()
+		case "ingress":
+			err = b.benchIngress()
 		}
 		b.note("%s: load average at end %s", name, loadAvg())
 		if err != nil {
@@ -273,7 +280,7 @@ func (b *bench) printTable() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	fmt.Println()
-	fmt.Println("| benchmark | measurement | median | min | max | runs | goal (issue 2) | verdict |")
+	fmt.Println("| benchmark | measurement | median | min | max | runs | goal | verdict |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range b.rows {
 		s := summarize(r.samples)
