@@ -32,6 +32,7 @@ func (r *Containerd) untrack(id string) {
 	defer r.mu.Unlock()
 	if r.watched[id]--; r.watched[id] <= 0 {
 		delete(r.watched, id)
+		delete(r.lost, id)
 	}
 	r.wg.Done()
 }
@@ -119,6 +120,7 @@ func (r *Containerd) waitExit(id string, exited <-chan client.ExitStatus, cancel
 			"task_id", id, "error", st.Error())
 		r.setRetrying(id, true)
 		backoff := 100 * time.Millisecond
+		since := time.Now()
 		for {
 			select {
 			case <-r.ctx.Done():
@@ -132,8 +134,16 @@ func (r *Containerd) waitExit(id string, exited <-chan client.ExitStatus, cancel
 			if err == nil {
 				break
 			}
+			// A restarted containerd lists a running task only once it
+			// has reconnected to its shim, so "no task" is final only
+			// with the exit Stop saw, or after lostTaskGrace.
 			if errors.Is(err, ErrNotFound) {
-				return r.takeLost(id), true
+				if e, ok := r.lostExit(id); ok {
+					return e, true
+				}
+				if time.Since(since) > lostTaskGrace {
+					return Exit{ID: id, Code: UnknownExitCode, At: time.Now()}, true
+				}
 			}
 			r.logger.Debug("containerd still unreachable", "task_id", id,
 				"error", err)
@@ -157,25 +167,29 @@ func (r *Containerd) setRetrying(id string, on bool) {
 		return
 	}
 	delete(r.retrying, id)
-	delete(r.lost, id)
 }
 
-// noteExit keeps the status of a deleted task for a retrying watcher.
+// noteExit keeps the status of a deleted task for its watcher. It is
+// kept whenever a watcher exists, not only while one is retrying: the
+// watcher's Wait may break only as the task is deleted, and start its
+// retry after this call. untrack drops it when the watcher ends.
 func (r *Containerd) noteExit(id string, st *client.ExitStatus) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.retrying[id] {
+	if r.watched[id] > 0 {
 		r.lost[id] = exitOf(id, *st)
 	}
 }
 
-// takeLost returns the exit Stop saw for id, or one with UnknownExitCode.
-func (r *Containerd) takeLost(id string) Exit {
+// lostTaskGrace is how long a watcher keeps asking a restarted
+// containerd for a task it does not list before calling its exit unknown.
+const lostTaskGrace = 5 * time.Second
+
+// lostExit returns and forgets the exit Stop saw for id, if any.
+func (r *Containerd) lostExit(id string) (Exit, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.lost[id]; ok {
-		delete(r.lost, id)
-		return e
-	}
-	return Exit{ID: id, Code: UnknownExitCode, At: time.Now()}
+	e, ok := r.lost[id]
+	delete(r.lost, id)
+	return e, ok
 }
