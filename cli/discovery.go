@@ -42,6 +42,19 @@ func (d *gossipDiscovery) Managers() []raftnode.Peer {
 	return out
 }
 
+// DeadManagers returns the managers gossip saw die or leave and not
+// come back, with when it saw it, for raftnode's dead-server cleanup.
+func (d *gossipDiscovery) DeadManagers() []raftnode.DeadPeer {
+	var out []raftnode.DeadPeer
+	for _, m := range d.pool.Members() {
+		if m.Alive || m.Meta.Role != pb.RoleManager {
+			continue
+		}
+		out = append(out, raftnode.DeadPeer{Name: m.Meta.Name, Since: m.Since})
+	}
+	return out
+}
+
 // Changed lets raftnode react to membership changes at once.
 func (d *gossipDiscovery) Changed() <-chan struct{} { return d.pool.Changed() }
 
@@ -97,3 +110,4 @@ func hostPort(host string, port int) string {
 
 var _ raftnode.Discovery = (*gossipDiscovery)(nil)
 var _ raftnode.DiscoveryNotifier = (*gossipDiscovery)(nil)
+var _ raftnode.DeadManagerLister = (*gossipDiscovery)(nil)

@@ -3,6 +3,7 @@ package cli
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/hivemind-orch/hivemind/gossip"
 	"github.com/hivemind-orch/hivemind/raftnode"
@@ -79,5 +80,22 @@ func TestHasRaftState(t *testing.T) {
 				t.Fatalf("hasRaftState(%v) = %v, want %v", tt.st, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestDiscoveryDeadManagers(t *testing.T) {
+	since := time.Unix(1_700_000_000, 0)
+	d := &gossipDiscovery{pool: fakeMembers{
+		{Alive: true, Meta: gossip.Meta{Role: "manager", Name: "m1", Address: "127.0.0.1", RaftPort: 7072}},
+		{Alive: false, Since: since, Meta: gossip.Meta{Role: "manager", Name: "m2", Address: "127.0.0.2", RaftPort: 7072}},
+		{Alive: false, Since: since, Meta: gossip.Meta{Role: "worker", Name: "w1", Address: "127.0.0.3"}},
+		{Alive: false, Since: since.Add(time.Minute), Meta: gossip.Meta{Role: "manager", Name: "m3"}},
+	}}
+	want := []raftnode.DeadPeer{
+		{Name: "m2", Since: since},
+		{Name: "m3", Since: since.Add(time.Minute)},
+	}
+	if got := d.DeadManagers(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("DeadManagers() = %v, want %v", got, want)
 	}
 }

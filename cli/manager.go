@@ -61,6 +61,10 @@ func managerCommand() *cli.Command {
 			&cli.IntFlag{Name: "snapshot-retain",
 				Value: raftnode.DefaultConfig().SnapshotRetain,
 				Usage: "snapshots kept on disk"},
+			&cli.DurationFlag{Name: "dead-manager-cleanup",
+				Value: raftnode.DefaultConfig().DeadServerCleanup,
+				Usage: "remove a manager dead in gossip this long from the voters, " +
+					"never going below --bootstrap-expect voters (or 1); 0 disables"},
 			logLevelFlag(),
 		},
 		Action: action(runManager),
@@ -74,6 +78,7 @@ type managerFlags struct {
 	bootstrapExpect                         int
 	join                                    []string
 	snapshots                               snapshotSettings
+	deadManagerCleanup                      time.Duration
 }
 
 // snapshotSettings are the manager's Raft snapshot flags.
@@ -122,6 +127,7 @@ func runManager(c *cli.Context) error {
 			interval:  c.Duration("snapshot-interval"),
 			retain:    c.Int("snapshot-retain"),
 		},
+		deadManagerCleanup: c.Duration("dead-manager-cleanup"),
 	}
 	if f.name == "" {
 		return errors.New("manager: --name is required (no host name to default to)")
@@ -131,6 +137,10 @@ func runManager(c *cli.Context) error {
 	}
 	if err := f.snapshots.check(); err != nil {
 		return err
+	}
+	if f.deadManagerCleanup < 0 {
+		return fmt.Errorf("manager: --dead-manager-cleanup %s must not be negative",
+			f.deadManagerCleanup)
 	}
 
 	m, err := startManager(f, log)
@@ -181,6 +191,7 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 	rc.BootstrapExpect, rc.Join = f.bootstrapExpect, len(f.join) > 0
 	rc.FSM, rc.Logger = machine, log
 	f.snapshots.apply(&rc)
+	rc.DeadServerCleanup = f.deadManagerCleanup
 	disc := &gossipDiscovery{pool: pool, dial: rpc.Dial}
 	rc.Discovery = disc
 	m.raft, err = raftnode.New(rc)

@@ -61,3 +61,26 @@ func TestManagerSnapshotFlags(t *testing.T) {
 		}
 	})
 }
+
+func TestManagerDeadManagerCleanupFlag(t *testing.T) {
+	t.Run("negative refused", func(t *testing.T) {
+		_, err := run(t, "manager", "--data-dir", t.TempDir(), "--log-level", "error",
+			"--dead-manager-cleanup", "-1s")
+		want := "--dead-manager-cleanup -1s must not be negative"
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("manager --dead-manager-cleanup -1s: %v, want %q", err, want)
+		}
+	})
+	t.Run("default is raftnode's", func(t *testing.T) {
+		want := "(default: " + raftnode.DefaultConfig().DeadServerCleanup.String() + ")"
+		for _, f := range managerCommand().Flags {
+			if f.Names()[0] == "dead-manager-cleanup" {
+				if !strings.Contains(f.String(), want) {
+					t.Fatalf("flag %q, want %s", f.String(), want)
+				}
+				return
+			}
+		}
+		t.Fatal("no --dead-manager-cleanup flag")
+	})
+}

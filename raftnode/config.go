@@ -13,6 +13,11 @@ import (
 // DefaultRaftPort is the Raft port of a manager.
 const DefaultRaftPort = 7072
 
+// DefaultDeadServerCleanup is how long a manager must stay dead in
+// gossip before the leader removes it from the voter set: long enough
+// for a reboot or an upgrade, which come back on their own.
+const DefaultDeadServerCleanup = 5 * time.Minute
+
 // Sentinel errors returned by this package. Errors from raft itself
 // (raft.ErrNotLeader, raft.ErrLeadershipLost, raft.ErrRaftShutdown, ...)
 // come back wrapped with %w; compare them with errors.Is.
@@ -77,6 +82,14 @@ type Config struct {
 	// this node.
 	Discovery Discovery
 
+	// DeadServerCleanup is how long a voter must have been dead in
+	// discovery (see DeadManagerLister) before the leader removes it
+	// from the Raft configuration; 0 disables the cleanup. The leader
+	// never removes one so that fewer voters than
+	// max(BootstrapExpect, 1) remain, nor while more than half of the
+	// other voters are dead in its view.
+	DeadServerCleanup time.Duration
+
 	// StreamLayer, if set, replaces the plain TCP stream layer on
 	// BindAddr:RaftPort (the security step wraps it in TLS). Its Addr
 	// is advertised to peers.
@@ -106,6 +119,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   30 * time.Second,
 		SnapshotRetain:     2,
+		DeadServerCleanup:  DefaultDeadServerCleanup,
 	}
 }
 
@@ -141,6 +155,8 @@ func (c Config) Validate() error {
 		return bad("snapshot interval and threshold must be positive")
 	case c.SnapshotRetain < 1:
 		return bad("snapshot retain %d below 1", c.SnapshotRetain)
+	case c.DeadServerCleanup < 0:
+		return bad("dead server cleanup %s is negative", c.DeadServerCleanup)
 	}
 	if c.Transport == nil && c.StreamLayer == nil {
 		if err := checkBind(c.BindAddr, c.RaftPort); err != nil {

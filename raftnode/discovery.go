@@ -1,6 +1,9 @@
 package raftnode
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Peer is a manager found by discovery.
 type Peer struct {
@@ -36,4 +39,24 @@ type Discovery interface {
 type DiscoveryNotifier interface {
 	// Changed returns a channel closed at the next change.
 	Changed() <-chan struct{}
+}
+
+// DeadPeer is a manager that discovery saw alive once and now sees dead
+// or gone (it failed or left).
+type DeadPeer struct {
+	// Name is the manager's name, its Raft server ID.
+	Name string
+	// Since is when discovery saw it die or leave, on the local clock.
+	Since time.Time
+}
+
+// DeadManagerLister is optionally implemented by a Discovery that
+// remembers managers no longer alive (gossip keeps dead members). With
+// it, the leader removes from the voter set a manager dead for longer
+// than Config.DeadServerCleanup; without it, removal stays manual.
+type DeadManagerLister interface {
+	// DeadManagers returns the managers dead or left, with the time they
+	// were first seen so, in any order. A manager alive again is not in
+	// the list.
+	DeadManagers() []DeadPeer
 }

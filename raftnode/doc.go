@@ -2,10 +2,13 @@
 // store (raft-boltdb), the file snapshot store, the network transport,
 // the bootstrap of a new cluster (a cluster of one, or Consul-style
 // bootstrap-expect over the managers found by gossip), adding newly
-// discovered managers as voters while leader, and leadership events.
+// discovered managers as voters while leader, removing managers dead in
+// gossip for longer than Config.DeadServerCleanup (never below
+// max(BootstrapExpect, 1) voters), and leadership events.
 //
 // It never interprets log entries: the state machine is the raft.FSM
 // given in Config, and Apply hands it opaque bytes (Propose encodes a
-// command with package fsm first). It never removes a server on its own;
-// removal is an explicit RemoveServer call.
+// command with package fsm first). Apart from that dead-server cleanup,
+// it never removes a server on its own; other removals are explicit
+// RemoveServer calls.
 package raftnode

@@ -123,11 +123,13 @@ func waitFor(t *testing.T, d time.Duration, cond func() error) {
 }
 
 // fakeDiscovery is one shared view of the managers, as gossip would
-// give every node. PeerHasState asks the peer's Node directly.
+// give every node. PeerHasState asks the peer's Node directly. Like
+// gossip, it remembers the managers that went away, with since when.
 type fakeDiscovery struct {
 	mu      sync.Mutex
 	peers   map[string]Peer
 	nodes   map[string]*Node
+	dead    map[string]time.Time
 	changed chan struct{}
 }
 
@@ -135,8 +137,38 @@ func newFakeDiscovery() *fakeDiscovery {
 	return &fakeDiscovery{
 		peers:   make(map[string]Peer),
 		nodes:   make(map[string]*Node),
+		dead:    make(map[string]time.Time),
 		changed: make(chan struct{}),
 	}
+}
+
+func (d *fakeDiscovery) DeadManagers() []DeadPeer {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]DeadPeer, 0, len(d.dead))
+	for name, since := range d.dead {
+		out = append(out, DeadPeer{Name: name, Since: since})
+	}
+	return out
+}
+
+// deadSince returns when name was seen dead, false if it is not dead.
+func (d *fakeDiscovery) deadSince(name string) (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	since, ok := d.dead[name]
+	return since, ok
+}
+
+// kill marks name dead since the given time, as if gossip had seen it
+// die then.
+func (d *fakeDiscovery) kill(name string, since time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.peers, name)
+	delete(d.nodes, name)
+	d.dead[name] = since
+	d.notify()
 }
 
 func (d *fakeDiscovery) Managers() []Peer {
@@ -176,18 +208,16 @@ func (d *fakeDiscovery) add(p Peer, n *Node) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.peers[p.Name] = p
+	delete(d.dead, p.Name)
 	if n != nil {
 		d.nodes[p.Name] = n
 	}
 	d.notify()
 }
 
+// remove marks name dead from now on.
 func (d *fakeDiscovery) remove(name string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.peers, name)
-	delete(d.nodes, name)
-	d.notify()
+	d.kill(name, time.Now())
 }
 
 // testConfig is DefaultConfig with millisecond timings.
@@ -208,11 +238,12 @@ func testConfig(t *testing.T, name string) Config {
 
 // cluster is a set of nodes on raft's in-memory transport.
 type cluster struct {
-	t     *testing.T
-	disc  *fakeDiscovery
-	nodes map[string]*Node
-	fsms  map[string]*testFSM
-	trans map[string]*raft.InmemTransport
+	t       *testing.T
+	cleanup time.Duration // DeadServerCleanup of nodes started next; 0 = default
+	disc    *fakeDiscovery
+	nodes   map[string]*Node
+	fsms    map[string]*testFSM
+	trans   map[string]*raft.InmemTransport
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -250,6 +281,9 @@ func (c *cluster) start(name string, expect int) *Node {
 
 	cfg := testConfig(c.t, name)
 	cfg.BootstrapExpect = expect
+	if c.cleanup != 0 {
+		cfg.DeadServerCleanup = c.cleanup
+	}
 	cfg.Discovery = c.disc
 	cfg.FSM = &testFSM{}
 	cfg.Transport = tr

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -42,6 +43,9 @@ type Node struct {
 
 	notifyCh     chan bool // from raft, read only by watchLeadership
 	leadershipCh chan bool // to the single consumer of LeadershipCh
+
+	// reconciles counts the leader's reconcile passes, for tests.
+	reconciles atomic.Uint64
 
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
