@@ -106,6 +106,39 @@ func (c *client) download(ctx context.Context, path string, w io.Writer) (int64,
 	return n, nil
 }
 
+// upload POSTs size bytes of r as a SQLite file and decodes the JSON
+// answer into out. It is bounded by restoreTimeout, not requestTimeout:
+// a large snapshot takes a while to send and to install.
+func (c *client) upload(ctx context.Context, path string, r io.Reader, size int64, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, restoreTimeout)
+	defer cancel()
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), r)
+	if err != nil {
+		return fmt.Errorf("POST %s: %w", path, err)
+	}
+	req.ContentLength = size
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Content-Type", "application/vnd.sqlite3")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("manager at %s: %w", c.base.Host, unwrapURL(err))
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return fmt.Errorf("POST %s: read answer: %w", path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return apiError(resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("POST %s: decode answer: %w", path, err)
+	}
+	return nil
+}
+
 // do sends a request and returns a 2xx response; any other answer
 // becomes an *APIError.
 func (c *client) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {

@@ -6,16 +6,65 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/rpc"
 )
+
+// restoreTimeout bounds a restore upload and the cluster's restore.
+const restoreTimeout = 5 * time.Minute
+
+// snapshotRestore checks FILE locally, so that a wrong file is refused
+// before any manager sees it, then uploads it to POST /v1/snapshot.
+func (co *clientOpts) snapshotRestore(c *cli.Context) error {
+	pos, err := args(c, 1, "FILE")
+	if err != nil {
+		return err
+	}
+	path := pos[0]
+	info, err := fsm.InspectSQLite(path)
+	if err != nil {
+		return fmt.Errorf("refusing to restore: %w", err)
+	}
+	cl, err := co.client()
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+
+	var res rpc.RestoreResult
+	if err := cl.upload(c.Context, "/v1/snapshot", f, fi.Size(), &res); err != nil {
+		return err
+	}
+	if co.output == outputJSON {
+		return writeJSON(c.App.Writer, struct {
+			File      string `json:"file"`
+			Bytes     int64  `json:"bytes"`
+			RaftIndex uint64 `json:"raft_index"`
+			Apps      int    `json:"apps"`
+		}{path, res.Bytes, info.RaftIndex, res.Apps})
+	}
+	_, err = fmt.Fprintf(c.App.Writer,
+		"restored %s (%d bytes, raft index %d, %d apps)\n",
+		path, res.Bytes, info.RaftIndex, res.Apps)
+	return err
+}
 
 func snapshotCommand(co *clientOpts) *cli.Command {
 	return &cli.Command{
 		Name:  "snapshot",
-		Usage: "save the cluster state and inspect saved files",
+		Usage: "save, inspect and restore the cluster state",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "save",
@@ -37,12 +86,17 @@ func snapshotCommand(co *clientOpts) *cli.Command {
 				}},
 				Action: action(co.snapshotInspect),
 			},
+			{
+				Name: "restore",
+				Usage: "replace the whole cluster state with the snapshot in FILE " +
+					"(apps, versions, tasks, nodes and join tokens as saved)",
+				ArgsUsage: "FILE",
+				Flags:     co.flags(),
+				Action:    action(co.snapshotRestore),
+			},
 		},
 	}
 }
-
-// TODO: `snapshot restore FILE` (DESIGN.md) needs a restore route in the
-// API first; proto/api.yaml has none yet.
 
 func (co *clientOpts) snapshotSave(c *cli.Context) error {
 	pos, err := args(c, 1, "FILE")

@@ -1,6 +1,10 @@
 package cli
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,4 +90,78 @@ func TestSnapshotInspect(t *testing.T) {
 			t.Fatal("inspect -o yaml succeeded")
 		}
 	})
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	path := writeSnapshot(t)
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(bad, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name    string
+		file    string
+		answer  func(w http.ResponseWriter)
+		args    []string
+		wantErr string // "" for success
+		wantOut string
+		posts   int
+	}{
+		{name: "uploads and reports", file: path,
+			answer: func(w http.ResponseWriter) {
+				io.WriteString(w, `{"raft_index":3,"bytes":`+fmt.Sprint(len(want))+`,"apps":0}`)
+			},
+			wantOut: fmt.Sprintf("restored %s (%d bytes, raft index 3, 0 apps)\n", path, len(want)),
+			posts:   1},
+		{name: "json", file: path, args: []string{"-o", "json"},
+			answer: func(w http.ResponseWriter) {
+				io.WriteString(w, `{"raft_index":3,"bytes":`+fmt.Sprint(len(want))+`,"apps":0}`)
+			},
+			wantOut: `"raft_index": 3`,
+			posts:   1},
+		{name: "refuses a non-snapshot before any upload", file: bad,
+			wantErr: "refusing to restore: snapshot \"" + bad + "\": not a hivemind snapshot"},
+		{name: "shows the manager's error", file: path,
+			answer: func(w http.ResponseWriter) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				io.WriteString(w, `{"code":14,"message":"snapshot restore: no leader"}`)
+			},
+			wantErr: "snapshot restore: no leader", posts: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newFakeGateway(t)
+			if tc.answer != nil {
+				g.routes["POST /v1/snapshot"] = tc.answer
+			}
+			args := append([]string{"snapshot", "restore", "--addr", g.srv.URL}, tc.args...)
+			out, err := run(t, append(args, tc.file)...)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("restore: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("restore: %v, want an error with %q", err, tc.wantErr)
+			}
+			if !strings.Contains(out, tc.wantOut) {
+				t.Errorf("output %q, want %q", out, tc.wantOut)
+			}
+			reqs := g.requests()
+			if len(reqs) != tc.posts {
+				t.Fatalf("%d requests, want %d", len(reqs), tc.posts)
+			}
+			for _, r := range reqs {
+				if r.method != http.MethodPost || r.path != "/v1/snapshot" ||
+					!bytes.Equal(r.body, want) {
+					t.Errorf("request %s %s with %d bytes, want POST /v1/snapshot with the file",
+						r.method, r.path, len(r.body))
+				}
+			}
+		})
+	}
 }

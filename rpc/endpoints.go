@@ -38,8 +38,12 @@ func (w *workerServer) Endpoints(req *pb.EndpointsRequest,
 			Services: endpointSet(snap),
 		}
 
-		if last == nil || !sameServices(resp, last) ||
-			lastStopIndex(snap) > last.GetIndex() {
+		// A replica whose index went back (a snapshot restore) waits
+		// for the entry the restore commits next: the worker would
+		// ignore a set older than the one it serves.
+		behind := last != nil && resp.GetIndex() < last.GetIndex()
+		if !behind && (last == nil || !sameServices(resp, last) ||
+			lastStopIndex(snap) > last.GetIndex()) {
 			if err := stream.Send(resp); err != nil {
 				return err
 			}

@@ -26,12 +26,13 @@ const sqliteContentType = "application/vnd.sqlite3"
 // the order of gRPC's default receive limit: an app spec is a few KiB, and
 // the gateway holds a body in memory several times over while decoding it.
 // Larger bodies get 413. Routes under /v1/snapshot are exempt: a restore
-// upload carries a whole state file and must bring its own, larger limit.
+// upload carries a whole state file and has its own limit,
+// MaxSnapshotBody.
 const MaxRequestBody = 4 << 20
 
 // gateway builds the HTTP handler: the Control routes of proto/api.yaml,
 // translated to calls on our own gRPC address at rpcAddr, plus the
-// snapshot download and the health check. Errors come back as JSON
+// snapshot download and restore and the health check. Errors come back as JSON
 // {code, message} with the HTTP status of the gRPC code.
 func (s *Server) gateway(ctx context.Context, rpcAddr string) (http.Handler, error) {
 	marshaler := &runtime.JSONPb{
@@ -55,6 +56,7 @@ func (s *Server) gateway(ctx context.Context, rpcAddr string) (http.Handler, err
 		h            runtime.HandlerFunc
 	}{
 		{http.MethodGet, "/v1/snapshot", s.serveSnapshot},
+		{http.MethodPost, "/v1/snapshot", s.serveRestore},
 		{http.MethodGet, "/v1/health", serveHealth},
 	}
 	for _, r := range routes {

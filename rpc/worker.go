@@ -117,6 +117,7 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 	}
 	ctx := stream.Context()
 	var last []*pb.Task
+	var sent uint64 // the index of the last list sent
 	for first := true; ; first = false {
 		// Take the channel before the snapshot so that no change
 		// between the two is missed.
@@ -124,12 +125,17 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 		snap := w.s.store.Snapshot()
 		tasks := snap.TasksByNode(req.GetNode())
 
-		if first || !sameTasks(tasks, last) {
+		// A replica whose index went back (a snapshot restore) waits
+		// for the entry the restore commits next: the worker ignores a
+		// list older than one it applied, and last must stay the list
+		// it did apply so that the next change is sent.
+		behind := snap.Index() < sent
+		if !behind && (first || !sameTasks(tasks, last)) {
 			resp := &pb.AssignmentsResponse{Tasks: tasks, Index: snap.Index()}
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
-			last = tasks
+			last, sent = tasks, snap.Index()
 		}
 
 		select {

@@ -1,0 +1,207 @@
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// restoreRaft adds Restore to fakeRaft: it restores the fake's own FSM,
+// as Raft's user restore does on every replica.
+type restoreRaft struct {
+	*fakeRaft
+
+	mu    sync.Mutex
+	sizes []int64
+}
+
+func (r *restoreRaft) Restore(_ context.Context, rd io.Reader, size int64) error {
+	b, err := io.ReadAll(rd)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.sizes = append(r.sizes, size)
+	r.mu.Unlock()
+	r.fakeRaft.mu.Lock()
+	defer r.fakeRaft.mu.Unlock()
+	return r.fsm.Restore(io.NopCloser(bytes.NewReader(b)))
+}
+
+func (r *restoreRaft) calls() []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int64(nil), r.sizes...)
+}
+
+// postSnapshot POSTs body to addr's /v1/snapshot.
+func postSnapshot(t *testing.T, addr string, body []byte) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost,
+		"http://"+addr+"/v1/snapshot", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /v1/snapshot at %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+func TestRestoreRoute(t *testing.T) {
+	// The snapshot: a manager with app "web" deployed, saved over HTTP.
+	src := startManager(t, "src", true)
+	if _, err := src.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()}); err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	resp, err := http.Get("http://" + src.srv.HTTPAddr() + "/v1/snapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapshot, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/snapshot: status %d, %v", resp.StatusCode, err)
+	}
+
+	// Leader m1 restores; follower m2 knows m1's HTTP address.
+	var rr *restoreRaft
+	m1 := startManager(t, "m1", true, func(c *Config) {
+		rr = &restoreRaft{fakeRaft: c.Raft.(*fakeRaft)}
+		c.Raft = rr
+	})
+	m2 := startManager(t, "m2", false)
+	m2.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
+	host, port, _ := net.SplitHostPort(m1.srv.HTTPAddr())
+	hp, _ := strconv.Atoi(port)
+	m2.raft.mustApply(t, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: &pb.Node{
+		Name: "m1", Role: pb.RoleManager, Address: host, HttpPort: int32(hp),
+		RpcPort: 1, Status: pb.NodeReady,
+	}})
+	// A leader without Restorer.
+	plain := startManager(t, "plain", true)
+
+	tests := []struct {
+		name     string
+		at       *testManager
+		body     []byte
+		status   int
+		fragment string
+		restores int
+		appInM1  bool
+	}{
+		{"non-snapshot refused", m1, []byte("not a database at all"),
+			http.StatusBadRequest, "not a hivemind snapshot", 0, false},
+		{"empty body refused", m2, nil,
+			http.StatusBadRequest, "not a hivemind snapshot", 0, false},
+		{"no restorer", plain, snapshot,
+			http.StatusNotImplemented, "not supported", 0, false},
+		{"follower forwards to the leader", m2, snapshot,
+			http.StatusOK, `"apps":1`, 1, true},
+		{"leader restores", m1, snapshot,
+			http.StatusOK, `"apps":1`, 2, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := postSnapshot(t, tc.at.srv.HTTPAddr(), tc.body)
+			if status != tc.status || !strings.Contains(string(body), tc.fragment) {
+				t.Fatalf("status %d body %s, want %d with %q", status, body, tc.status, tc.fragment)
+			}
+			if status != http.StatusOK {
+				var e struct {
+					Code    int    `json:"code"`
+					Message string `json:"message"`
+				}
+				if err := json.Unmarshal(body, &e); err != nil || e.Code == 0 {
+					t.Errorf("error body %s: want JSON {code, message} (%v)", body, err)
+				}
+			}
+			if got := len(rr.calls()); got != tc.restores {
+				t.Errorf("leader restored %d times, want %d", got, tc.restores)
+			}
+			if got := m1.srv.store.App("web") != nil; got != tc.appInM1 {
+				t.Errorf("app web in m1's state: %t, want %t", got, tc.appInM1)
+			}
+		})
+	}
+	if sizes := rr.calls(); len(sizes) > 0 && sizes[0] != int64(len(snapshot)) {
+		t.Errorf("restore size %d, want %d", sizes[0], len(snapshot))
+	}
+	// The restored meta is the snapshot's, committed again past the
+	// restored index.
+	if got := m1.srv.store.Meta().GetClusterId(); got != "c1" {
+		t.Errorf("cluster id after restore %q, want c1", got)
+	}
+}
+
+// After a restore the replica's index goes back to the snapshot's; the
+// worker ignores a list older than one it applied, so the stream must
+// send the restored tasks only with the index the restore commits next.
+func TestAssignmentsAfterRestore(t *testing.T) {
+	plan := func(id string) *pb.PlanCmd {
+		return &pb.PlanCmd{Create: []*pb.Task{{Id: id, App: "web", Version: 1,
+			Node: "w1", Desired: pb.DesiredRun, State: pb.TaskRunning}}}
+	}
+	src := startManager(t, "src", true)
+	src.raft.mustApply(t, fsm.PlanType, plan("saved"))
+	resp, err := http.Get("http://" + src.srv.HTTPAddr() + "/v1/snapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapshot, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/snapshot: status %d, %v", resp.StatusCode, err)
+	}
+
+	m := startManager(t, "m1", true, func(c *Config) {
+		c.Raft = &restoreRaft{fakeRaft: c.Raft.(*fakeRaft)}
+	})
+	m.raft.mustApply(t, fsm.PlanType, plan("later"))
+	for range 5 { // move the index well past the snapshot's
+		m.raft.mustApply(t, fsm.SetMetaType, &pb.SetMetaCmd{Meta: m.srv.store.Meta()})
+	}
+
+	stream, err := m.worker.Assignments(ctxT(t), &pb.AssignmentsRequest{Node: "w1"})
+	if err != nil {
+		t.Fatalf("assignments: %v", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	if len(first.Tasks) != 1 || first.Tasks[0].Id != "later" {
+		t.Fatalf("first list %v, want the task later", first.Tasks)
+	}
+
+	if status, body := postSnapshot(t, m.srv.HTTPAddr(), snapshot); status != http.StatusOK {
+		t.Fatalf("restore: status %d: %s", status, body)
+	}
+	next, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	if next.Index <= first.Index {
+		t.Errorf("list after restore has index %d, not past %d: the worker would ignore it",
+			next.Index, first.Index)
+	}
+	if len(next.Tasks) != 1 || next.Tasks[0].Id != "saved" {
+		t.Errorf("list after restore %v, want the restored task saved", next.Tasks)
+	}
+}
