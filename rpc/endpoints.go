@@ -5,6 +5,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"time"
 
 	"github.com/hivemind-orch/hivemind/fsm"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -27,6 +28,8 @@ func (w *workerServer) Endpoints(req *pb.EndpointsRequest,
 		return status.Error(codes.InvalidArgument, "node: required")
 	}
 	ctx := stream.Context()
+	cutOff := time.NewTicker(cutOffCheck)
+	defer cutOff.Stop()
 	var last *pb.EndpointsResponse
 	for {
 		// Take the channel before the snapshot so that no change
@@ -56,6 +59,10 @@ func (w *workerServer) Endpoints(req *pb.EndpointsRequest,
 			return nil
 		case <-w.s.done:
 			return status.Error(codes.Unavailable, "manager is shutting down")
+		case <-cutOff.C:
+			if err := w.s.cutOff(); err != nil {
+				return err
+			}
 		}
 	}
 }

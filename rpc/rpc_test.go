@@ -1126,3 +1126,53 @@ func TestToStatus(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamsEndOnLostLeader: a follower that stops hearing from a leader
+// (alone on the wrong side of a partition) ends its workers' streams, so
+// that they move to a manager that follows the cluster; while it hears
+// from one, the streams go on.
+func TestStreamsEndOnLostLeader(t *testing.T) {
+	m := startManager(t, "m2", false)
+	m.raft.set(func(r *fakeRaft) {
+		r.stats = &pb.ManagerStatus{Name: "m2", State: "follower",
+			LastContact: int64(100 * time.Millisecond)}
+	})
+	ctx := ctxT(t)
+	assign, err := m.worker.Assignments(ctx, &pb.AssignmentsRequest{Node: "w1"})
+	if err != nil {
+		t.Fatalf("assignments: %v", err)
+	}
+	ends, err := m.worker.Endpoints(ctx, &pb.EndpointsRequest{Node: "w1"})
+	if err != nil {
+		t.Fatalf("endpoints: %v", err)
+	}
+	if _, err := assign.Recv(); err != nil {
+		t.Fatalf("first assignments: %v", err)
+	}
+	if _, err := ends.Recv(); err != nil {
+		t.Fatalf("first endpoints: %v", err)
+	}
+
+	// In touch: a new list still arrives.
+	m.raft.mustApply(t, fsm.PlanType, &pb.PlanCmd{Create: []*pb.Task{{Id: "t1",
+		App: "web", Version: 1, Node: "w1", Desired: pb.DesiredRun}}})
+	if _, err := assign.Recv(); err != nil {
+		t.Fatalf("assignments while in touch with the leader: %v", err)
+	}
+
+	// Out of touch: both streams end with Unavailable.
+	m.raft.set(func(r *fakeRaft) {
+		r.stats = &pb.ManagerStatus{Name: "m2", State: "follower",
+			LastContact: int64(3 * time.Second)}
+	})
+	for name, recv := range map[string]func() error{
+		"assignments": func() error { _, err := assign.Recv(); return err },
+		"endpoints":   func() error { _, err := ends.Recv(); return err },
+	} {
+		err := recv()
+		if status.Code(err) != codes.Unavailable ||
+			!strings.Contains(err.Error(), "has not heard from a leader") {
+			t.Errorf("%s stream ended with %v, want Unavailable: no leader heard", name, err)
+		}
+	}
+}

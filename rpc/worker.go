@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -116,6 +117,8 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 		return status.Error(codes.InvalidArgument, "node: required")
 	}
 	ctx := stream.Context()
+	cutOff := time.NewTicker(cutOffCheck)
+	defer cutOff.Stop()
 	var last []*pb.Task
 	var sent uint64 // the index of the last list sent
 	for first := true; ; first = false {
@@ -144,6 +147,10 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 			return nil
 		case <-w.s.done:
 			return status.Error(codes.Unavailable, "manager is shutting down")
+		case <-cutOff.C:
+			if err := w.s.cutOff(); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -182,4 +189,29 @@ func (w *workerServer) Report(ctx context.Context,
 		return nil, toStatus(fmt.Errorf("node %q: report: %w", req.GetNode(), err))
 	}
 	return &pb.ReportResponse{}, nil
+}
+
+// A stream served from a replica that has lost touch with the leader
+// would feed its worker a frozen state for as long as the connection
+// lasts, say while the manager sits alone on the wrong side of a
+// partition. So a follower ends its streams once it has heard nothing
+// from a leader for cutOffAfter; the worker moves to another manager and
+// keeps what it runs meanwhile.
+const (
+	cutOffAfter = 2 * time.Second
+	cutOffCheck = 500 * time.Millisecond
+)
+
+// cutOff returns an Unavailable error when this manager is a follower
+// that has not heard from a leader for cutOffAfter, or never has.
+func (s *Server) cutOff() error {
+	if s.cfg.Raft.IsLeader() {
+		return nil
+	}
+	last := time.Duration(s.cfg.Raft.Stats().GetLastContact())
+	if last >= 0 && last < cutOffAfter {
+		return nil
+	}
+	return status.Errorf(codes.Unavailable,
+		"manager %s has not heard from a leader for %s", s.cfg.Name, cutOffAfter)
 }
