@@ -27,6 +27,9 @@ func (w *workerServer) Endpoints(req *pb.EndpointsRequest,
 	if req.GetNode() == "" {
 		return status.Error(codes.InvalidArgument, "node: required")
 	}
+	if err := w.s.cutOff(); err != nil {
+		return err
+	}
 	ctx := stream.Context()
 	cutOff := time.NewTicker(cutOffCheck)
 	defer cutOff.Stop()

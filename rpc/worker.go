@@ -116,6 +116,9 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 	if req.GetNode() == "" {
 		return status.Error(codes.InvalidArgument, "node: required")
 	}
+	if err := w.s.cutOff(); err != nil {
+		return err
+	}
 	ctx := stream.Context()
 	cutOff := time.NewTicker(cutOffCheck)
 	defer cutOff.Stop()

@@ -79,7 +79,7 @@ func withFlags(args []string, flags ...string) []string {
 	if len(args) > 0 {
 		n = 1
 		switch args[0] {
-		case "app", "node", "cluster", "snapshot":
+		case "app", "node", "cluster", "snapshot", "raft":
 			n = min(2, len(args))
 		}
 	}
