@@ -82,7 +82,8 @@ func NewVersion(app *pb.App, spec *pb.AppSpec, now time.Time,
 	v := latestVersion(app) + 1
 	next.Versions = append(next.Versions, &pb.AppVersion{Version: v, Spec: spec, CreatedAt: at})
 	next.Version = v
-	next.Versions = pruneVersions(next.Versions, next.StableVersion, app.GetVersion())
+	from := rollbackTarget(app)
+	next.Versions = pruneVersions(next.Versions, next.StableVersion, from)
 	cmd := &pb.DeployAppCmd{App: next, ExpectedVersion: app.GetVersion(), At: at}
 
 	if sameTasks(cur, spec) {
@@ -91,8 +92,20 @@ func NewVersion(app *pb.App, spec *pb.AppSpec, now time.Time,
 		}
 		return cmd, true
 	}
-	cmd.Deployment = newDeployment(newID(), app.GetName(), app.GetVersion(), v, spec, now)
+	cmd.Deployment = newDeployment(newID(), app.GetName(), from, v, spec, now)
 	return cmd, true
+}
+
+// rollbackTarget is the version a new deployment of app starts from, and
+// so the one an automatic rollback returns to: the current version, or,
+// when that one never became stable (its deployment is still running or
+// failed without a rollback), the last stable version.
+func rollbackTarget(app *pb.App) uint64 {
+	stable := app.GetStableVersion()
+	if stable != 0 && stable != app.GetVersion() && fsm.SpecOf(app, stable) != nil {
+		return stable
+	}
+	return app.GetVersion()
 }
 
 // MaxVersionHistory is how many of its newest versions an app keeps. Each

@@ -188,8 +188,10 @@ func TestNewVersionPrunesHistory(t *testing.T) {
 	}{
 		{name: "stable kept", version: 30, stable: 1,
 			want: append([]uint64{1}, seq(22, 31)...), rollbackTarget: 1},
-		{name: "from version of a rolled back app kept", version: 5, stable: 20,
-			want: append([]uint64{5, 20}, seq(22, 31)...), rollbackTarget: 20},
+		// Version 5 is the target of a rollback still running: never
+		// stable, so the new deployment starts from 20 and 5 may go.
+		{name: "unfinished rollback: the stable version kept", version: 5, stable: 20,
+			want: append([]uint64{20}, seq(22, 31)...), rollbackTarget: 20},
 		{name: "stable is current", version: 30, stable: 30,
 			want: seq(22, 31), rollbackTarget: 30},
 	}
@@ -234,4 +236,17 @@ func seq(a, b uint64) []uint64 {
 		out = append(out, v)
 	}
 	return out
+}
+
+// TestNewVersionStartsFromStable: a deploy that supersedes one still
+// running starts from the last stable version, so that its automatic
+// rollback returns there and not to the unproven version in between.
+func TestNewVersionStartsFromStable(t *testing.T) {
+	h := newHarness(t, 2)
+	h.steady(webSpec("v1", 2))
+	h.deploy(webSpec("v2", 2)) // running, never stable
+	cmd := h.deploy(webSpec("v3", 2))
+	if d := cmd.GetDeployment(); d.GetFromVersion() != 1 || d.GetToVersion() != 3 {
+		t.Fatalf("deployment %d -> %d, want 1 -> 3", d.GetFromVersion(), d.GetToVersion())
+	}
 }
