@@ -19,6 +19,7 @@ import (
 
 	"github.com/hivemind-orch/hivemind/agent/runtime"
 	"github.com/hivemind-orch/hivemind/gossip"
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
@@ -49,7 +50,7 @@ func TestStartTaskEnv(t *testing.T) {
 	tk.Ports = map[string]int32{"http": 20000, "admin-ui": 20001}
 	h.mgr.assign(tk)
 
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 	spec, ok := rt.started("t1")
 	if !ok || !rt.called("pull registry.test/web:v3") {
 		t.Fatalf("runtime calls %v: want pull and start", rt.callList())
@@ -95,7 +96,7 @@ func TestPullFailure(t *testing.T) {
 	h := startAgent(t, "secret", rt)
 
 	h.mgr.assign(task("t1"))
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskFailed, false))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskFailed, false))
 	want := "pull registry.test/web:v3: not found"
 	if got := h.mgr.report("t1").GetMessage(); got != want {
 		t.Errorf("message = %q, want %q", got, want)
@@ -110,10 +111,10 @@ func TestExitReportsFailed(t *testing.T) {
 	h := startAgent(t, "secret", rt)
 
 	h.mgr.assign(task("t1"))
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 	rt.exit("t1", 3)
 
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskFailed, false))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskFailed, false))
 	r := h.mgr.report("t1")
 	if r.GetExitCode() != 3 || r.GetMessage() != "exited with code 3" {
 		t.Errorf("report = %v, want exit code 3", r)
@@ -122,7 +123,7 @@ func TestExitReportsFailed(t *testing.T) {
 	// A new list with the failed task still desired run must not
 	// restart it: the leader places a replacement.
 	h.mgr.assign(task("t1"), task("t2"))
-	waitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
 	if n := count(rt.callList(), "start t1"); n != 1 {
 		t.Errorf("t1 started %d times, want 1", n)
 	}
@@ -135,7 +136,7 @@ func TestDesiredStop(t *testing.T) {
 	tk := task("t1")
 	tk.Spec.Update = &pb.UpdateSpec{StopTimeout: int64(3 * time.Second)}
 	h.mgr.assign(tk)
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 
 	// Already out of rotation, with no connection open: it drains at
 	// once and stops.
@@ -145,14 +146,14 @@ func TestDesiredStop(t *testing.T) {
 	stop.OutOfRotation = true
 	h.mgr.assign(stop)
 
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskStopped, false))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskStopped, false))
 	if d, ok := rt.stopTimeout("t1"); !ok || d != 3*time.Second {
 		t.Errorf("stop timeout = %s (called %v), want 3s", d, ok)
 	}
 
 	// Once the leader deletes the task, nothing more happens to it.
 	h.mgr.assign()
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, func() error {
 		if !rt.called("remove t1") {
 			return fmt.Errorf("t1 not removed; calls %v", rt.callList())
 		}
@@ -165,10 +166,10 @@ func TestUnlistedTaskRemoved(t *testing.T) {
 	h := startAgent(t, "secret", rt)
 
 	h.mgr.assign(task("t1"))
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 	h.mgr.assign()
 
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, func() error {
 		if !rt.called("stop t1") || !rt.called("remove t1") {
 			return fmt.Errorf("t1 not stopped and removed; calls %v",
 				rt.callList())
@@ -190,7 +191,7 @@ func TestRestartReconciliation(t *testing.T) {
 	h := startAgent(t, "secret", rt)
 
 	// Nothing is touched before the first list arrives.
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, func() error {
 		if h.mgr.openStreams() == 0 {
 			return errors.New("no assignment stream opened")
 		}
@@ -208,10 +209,10 @@ func TestRestartReconciliation(t *testing.T) {
 
 	// The adopted container of a task to stop drains like any other:
 	// it keeps running until the task is out of rotation.
-	waitFor(t, wait, h.mgr.hasReport("run-ok", pb.TaskRunning, true))
-	waitFor(t, wait, h.mgr.hasReport("run-dead", pb.TaskFailed, false))
-	waitFor(t, wait, h.mgr.hasReport("to-stop", pb.TaskDraining, false))
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, h.mgr.hasReport("run-ok", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("run-dead", pb.TaskFailed, false))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("to-stop", pb.TaskDraining, false))
+	testutil.WaitFor(t, wait, func() error {
 		if !rt.called("remove gone") {
 			return fmt.Errorf("exited container not removed; calls %v",
 				rt.callList())
@@ -225,8 +226,8 @@ func TestRestartReconciliation(t *testing.T) {
 	stop = proto.Clone(stop).(*pb.Task)
 	stop.OutOfRotation = true
 	h.mgr.assign(task("run-ok"), task("run-dead"), stop, gone)
-	waitFor(t, wait, h.mgr.hasReport("to-stop", pb.TaskStopped, false))
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, h.mgr.hasReport("to-stop", pb.TaskStopped, false))
+	testutil.WaitFor(t, wait, func() error {
 		for _, c := range []string{
 			"watch run-ok", "stop orphan", "remove orphan",
 			"watch to-stop", "stop to-stop", "remove to-stop",
@@ -254,7 +255,7 @@ func TestRestartReconciliation(t *testing.T) {
 
 	// An adopted container's exit is noticed.
 	rt.exit("run-ok", 1)
-	waitFor(t, wait, h.mgr.hasReport("run-ok", pb.TaskFailed, false))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("run-ok", pb.TaskFailed, false))
 }
 
 func TestRestartLeavesOtherNodesContainers(t *testing.T) {
@@ -268,7 +269,7 @@ func TestRestartLeavesOtherNodesContainers(t *testing.T) {
 	h := startAgent(t, "secret", rt)
 
 	h.mgr.assign()
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, func() error {
 		if !rt.called("remove mine") {
 			return fmt.Errorf("own orphan not removed; calls %v",
 				rt.callList())
@@ -363,7 +364,7 @@ func TestHealthChecks(t *testing.T) {
 				tk.Spec.Health.Tcp = &pb.TCPCheck{Port: "http"}
 			}
 			h.mgr.assign(tk)
-			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 
 			// HTTP fails on a 500; TCP once nothing listens.
 			if kind == pb.ProtocolHTTP {
@@ -371,7 +372,7 @@ func TestHealthChecks(t *testing.T) {
 			} else {
 				srv.Close()
 			}
-			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, false))
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, false))
 			if msg := h.mgr.report("t1").GetMessage(); msg == "" {
 				t.Error("unhealthy report has no message")
 			}
@@ -401,7 +402,7 @@ func TestHealthStartPeriod(t *testing.T) {
 	}
 	h.mgr.assign(tk)
 
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, false))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, false))
 	if msg := h.mgr.report("t1").GetMessage(); msg != "" {
 		t.Errorf("message during start period = %q, want none", msg)
 	}
@@ -414,10 +415,10 @@ func TestFullResend(t *testing.T) {
 	})
 
 	h.mgr.assign(task("t1"))
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 
 	// t1 does not change, yet its report keeps coming.
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, func() error {
 		if n := h.mgr.receivedFor("t1"); n < 5 {
 			return fmt.Errorf("t1 reported %d times, want 5", n)
 		}
@@ -430,12 +431,12 @@ func TestStaticStability(t *testing.T) {
 	h := startAgent(t, "secret", rt)
 
 	h.mgr.assign(task("t1"))
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 	opened := h.mgr.openStreams()
 
 	// The manager loses its leader: streams fail and reconnect.
 	h.mgr.setRefuse(true)
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, func() error {
 		if n := h.mgr.openStreams(); n < opened+3 {
 			return fmt.Errorf("%d reconnects, want 3", n-opened)
 		}
@@ -450,7 +451,7 @@ func TestStaticStability(t *testing.T) {
 	// Back to normal: the task list carries on where it was.
 	h.mgr.setRefuse(false)
 	h.mgr.assign(task("t1"), task("t2"))
-	waitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
 	if n := count(rt.callList(), "start t1"); n != 1 {
 		t.Errorf("t1 started %d times, want 1", n)
 	}
@@ -461,15 +462,15 @@ func TestStaleAssignmentsIgnored(t *testing.T) {
 	h := startAgent(t, "secret", rt)
 
 	h.mgr.assignAt(10, task("t1"))
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 
 	// A lagging replica, then an empty one: neither may remove t1.
 	h.mgr.assignAt(5)
-	waitFor(t, wait, h.mgr.streamed(5))
+	testutil.WaitFor(t, wait, h.mgr.streamed(5))
 	h.mgr.assignAt(0)
-	waitFor(t, wait, h.mgr.streamed(0))
+	testutil.WaitFor(t, wait, h.mgr.streamed(0))
 	h.mgr.assignAt(11, task("t1"), task("t2"))
-	waitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
 	for _, c := range rt.callList() {
 		if c == "stop t1" || c == "remove t1" {
 			t.Fatalf("%q after a stale assignment list", c)
@@ -487,7 +488,7 @@ func TestReportFailover(t *testing.T) {
 	// The first manager streams assignments but cannot take reports.
 	h.mgr.failReports()
 	h.mgr.assign(task("t1"))
-	waitFor(t, wait, other.hasReport("t1", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, other.hasReport("t1", pb.TaskRunning, true))
 	if r := h.mgr.report("t1"); r != nil {
 		t.Errorf("failing manager recorded %v", r)
 	}
@@ -503,7 +504,7 @@ func TestJoinsGossip(t *testing.T) {
 	h := startAgent(t, "secret", newFakeRuntime(), withRealGossip,
 		managerPool)
 
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, func() error {
 		for _, m := range mp.Members() {
 			if m.Meta.Name == "w1" && m.Alive &&
 				m.Meta.Role == pb.RoleWorker && m.Meta.DNSPort > 0 &&
@@ -515,11 +516,11 @@ func TestJoinsGossip(t *testing.T) {
 			mp.Members())
 	})
 	h.mgr.assign(task("t1"))
-	waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 
 	// Shutting down leaves the pool rather than dying in it.
 	h.stop()
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, func() error {
 		for _, m := range mp.Members() {
 			if m.Meta.Name == "w1" && !m.Alive {
 				return nil
@@ -544,9 +545,9 @@ func TestRestartWithoutContainer(t *testing.T) {
 	pullFailed.Message = "pull x: not found"
 	h.mgr.assign(pending, ran, pullFailed)
 
-	waitFor(t, wait, h.mgr.hasReport("pending", pb.TaskRunning, true))
-	waitFor(t, wait, h.mgr.hasReport("ran", pb.TaskFailed, false))
-	waitFor(t, wait, h.mgr.hasReport("pull-failed", pb.TaskFailed, false))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("pending", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("ran", pb.TaskFailed, false))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("pull-failed", pb.TaskFailed, false))
 	if r := h.mgr.report("ran"); r.GetMessage() != "container lost" {
 		t.Errorf("ran: report %v, want message \"container lost\"", r)
 	}
@@ -583,7 +584,7 @@ func startManagerPool(t *testing.T, h *harness, port int) *gossip.Pool {
 		Port:     port,
 		Meta: gossip.Meta{Role: pb.RoleManager, Name: "m1",
 			Address: "127.0.0.1", RPCPort: rpcPort},
-		Logger: testLogger(t).Named("m1"),
+		Logger: testutil.Logger(t, hclog.Debug).Named("m1"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -647,19 +648,19 @@ func TestRejoinsRestartedManagers(t *testing.T) {
 					first = startManagerPool(t, h, 0)
 				})
 			wp := <-h.real
-			waitFor(t, wait, managerAlive(wp, true))
+			testutil.WaitFor(t, wait, managerAlive(wp, true))
 			h.mgr.assign(task("t1"))
-			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 
 			if !tc.calledDead {
 				// Past the few gossip rounds in which the worker
 				// re-sends its own join, which would otherwise
 				// introduce it to the new pool, as it cannot in a
 				// cluster that has run for a while.
-				waitFor(t, wait, aliveFor(wp, time.Second))
+				testutil.WaitFor(t, wait, aliveFor(wp, time.Second))
 				n := h.mgr.openStreams()
 				h.mgr.setRefuse(true)
-				waitFor(t, wait, func() error {
+				testutil.WaitFor(t, wait, func() error {
 					if h.mgr.openStreams() == n {
 						return errors.New("assignment stream not broken")
 					}
@@ -670,13 +671,13 @@ func TestRejoinsRestartedManagers(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.calledDead {
-				waitFor(t, wait, managerAlive(wp, false))
+				testutil.WaitFor(t, wait, managerAlive(wp, false))
 			}
 			second := startManagerPool(t, h, first.Port())
 			h.mgr.setRefuse(false)
 
-			waitFor(t, wait, managerAlive(wp, true))
-			waitFor(t, wait, func() error {
+			testutil.WaitFor(t, wait, managerAlive(wp, true))
+			testutil.WaitFor(t, wait, func() error {
 				for _, m := range second.Members() {
 					if m.Meta.Name == "w1" && m.Alive {
 						return nil
@@ -710,8 +711,8 @@ func TestTeardownRetryBackoff(t *testing.T) {
 
 			// The orphan is not assigned: the agent tears it down.
 			h.mgr.assign(task("t1"))
-			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
-			waitFor(t, wait, func() error {
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+			testutil.WaitFor(t, wait, func() error {
 				if n := teardownCalls(rt, "orphan"); n < 2 {
 					return fmt.Errorf("%d teardown calls, want a retry", n)
 				}
@@ -730,7 +731,7 @@ func TestTeardownRetryBackoff(t *testing.T) {
 
 			// Once containerd is back the retry finishes the job.
 			rt.failStops(nil)
-			waitFor(t, 10*time.Second, func() error {
+			testutil.WaitFor(t, 10*time.Second, func() error {
 				if !rt.called("remove orphan") || rt.has("orphan") {
 					return errors.New("orphan not removed after recovery")
 				}
@@ -796,7 +797,7 @@ func TestAdoptKeepsLeaderHealth(t *testing.T) {
 
 			// The first check is still waiting: the report is the
 			// leader's view (healthy without checks).
-			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, tt.want))
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, tt.want))
 			if !tt.checked {
 				return
 			}
@@ -809,9 +810,9 @@ func TestAdoptKeepsLeaderHealth(t *testing.T) {
 			}
 
 			answer(http.StatusOK)
-			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 			answer(http.StatusInternalServerError)
-			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, false))
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, false))
 
 			// Before the failed check, only a task the leader saw
 			// unhealthy was ever reported unhealthy.

@@ -7,7 +7,6 @@ import (
 	"net"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,56 +19,9 @@ import (
 
 	"github.com/hivemind-orch/hivemind/agent/runtime"
 	"github.com/hivemind-orch/hivemind/gossip"
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
-
-// waitFor polls cond until it returns nil, failing the test with cond's
-// last error after d.
-func waitFor(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
-// testLogger routes logs to t.Log until the test ends; memberlist's
-// goroutines may still log after a pool's Shutdown returns.
-func testLogger(t *testing.T) hclog.Logger {
-	w := &tWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return hclog.New(&hclog.LoggerOptions{
-		Name:   t.Name(),
-		Level:  hclog.Debug,
-		Output: w,
-	})
-}
-
-type tWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
 
 // fakeContainer is a container of fakeRuntime.
 type fakeContainer struct {
@@ -647,7 +599,7 @@ func startAgent(t *testing.T, token string, rt *fakeRuntime,
 	cfg.Join = []string{h.mgr.addr}
 	cfg.Token = token
 	cfg.Runtime = rt
-	cfg.Logger = testLogger(t)
+	cfg.Logger = testutil.Logger(t, hclog.Debug)
 	cfg.ReportInterval = time.Hour
 	cfg.DNSPort = 0 // a free port: tests run side by side
 	for _, o := range opts {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hivemind-orch/hivemind/agent/dns"
 	"github.com/hivemind-orch/hivemind/agent/ingress"
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
@@ -113,16 +114,16 @@ func TestEndpointsServed(t *testing.T) {
 	h.mgr.setEndpoints(7, web)
 
 	url := "http://127.0.0.1:" + strconv.Itoa(ing) + "/"
-	waitFor(t, wait, answers(url, "t1"))
-	waitFor(t, wait, h.mgr.reportedIndex(7, 1))
+	testutil.WaitFor(t, wait, answers(url, "t1"))
+	testutil.WaitFor(t, wait, h.mgr.reportedIndex(7, 1))
 	dnsAddr := net.JoinHostPort("127.0.0.1",
 		strconv.Itoa(h.mgr.registeredDNSPort()))
-	waitFor(t, wait, resolves(dnsAddr, "web.hivemind.", "127.0.0.1", bport))
+	testutil.WaitFor(t, wait, resolves(dnsAddr, "web.hivemind.", "127.0.0.1", bport))
 
 	// No manager answers: the last set is still served.
 	opened := h.mgr.endpointStreams()
 	h.mgr.setEndpointsRefuse(true)
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, func() error {
 		if n := h.mgr.endpointStreams(); n < opened+3 {
 			return fmt.Errorf("%d endpoint stream reconnects, want 3",
 				n-opened)
@@ -141,14 +142,14 @@ func TestEndpointsServed(t *testing.T) {
 	empty := proto.Clone(web).(*pb.ServiceEndpoints)
 	empty.Endpoints = nil
 	h.mgr.setEndpoints(8, empty)
-	waitFor(t, wait, h.mgr.reportedIndex(8, 1))
-	waitFor(t, wait, answersStatus(url, http.StatusServiceUnavailable))
+	testutil.WaitFor(t, wait, h.mgr.reportedIndex(8, 1))
+	testutil.WaitFor(t, wait, answersStatus(url, http.StatusServiceUnavailable))
 
 	// A lagging manager's older set would bring t1 back; it is ignored.
 	h.mgr.setEndpoints(5, web)
-	waitFor(t, wait, h.mgr.streamedEndpoints(5))
+	testutil.WaitFor(t, wait, h.mgr.streamedEndpoints(5))
 	h.mgr.setEndpoints(9, empty)
-	waitFor(t, wait, h.mgr.reportedIndex(9, 1))
+	testutil.WaitFor(t, wait, h.mgr.reportedIndex(9, 1))
 	if err := h.mgr.reportedIndex(5, 1)(); err == nil {
 		t.Error("reported serving the stale set 5")
 	}
@@ -166,7 +167,7 @@ func TestEndpointsIndexResent(t *testing.T) {
 
 	// Nothing changes, yet the index keeps coming with every full
 	// report, so that a new leader learns it.
-	waitFor(t, wait, h.mgr.reportedIndex(4, 5))
+	testutil.WaitFor(t, wait, h.mgr.reportedIndex(4, 5))
 }
 
 func TestDrainingStop(t *testing.T) {
@@ -198,7 +199,7 @@ func TestDrainingStop(t *testing.T) {
 				StopTimeout:  int64(time.Second),
 			}
 			h.mgr.assign(tk)
-			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
 			svc := &pb.ServiceEndpoints{App: "web", Ports: tk.Spec.Ports,
 				Endpoints: []*pb.Endpoint{{TaskId: "t1",
 					Address: "127.0.0.1", Ports: tk.Ports}}}
@@ -212,12 +213,12 @@ func TestDrainingStop(t *testing.T) {
 			stop := proto.Clone(tk).(*pb.Task)
 			stop.Desired = pb.DesiredStop
 			h.mgr.assign(stop)
-			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskDraining, false))
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskDraining, false))
 			h.mgr.setEndpoints(11, &pb.ServiceEndpoints{App: "web",
 				Ports: tk.Spec.Ports})
-			waitFor(t, wait, h.mgr.reportedIndex(11, 1))
+			testutil.WaitFor(t, wait, h.mgr.reportedIndex(11, 1))
 			h.mgr.assign(stop, task("t2"))
-			waitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t2", pb.TaskRunning, true))
 			if rt.called("stop t1") {
 				t.Fatal("t1 stopped before it was out of rotation")
 			}
@@ -229,14 +230,14 @@ func TestDrainingStop(t *testing.T) {
 			h.mgr.assign(out, task("t2"))
 			if tt.closeConn {
 				h.mgr.assign(out, task("t2"), task("t3"))
-				waitFor(t, wait, h.mgr.hasReport("t3", pb.TaskRunning, true))
+				testutil.WaitFor(t, wait, h.mgr.hasReport("t3", pb.TaskRunning, true))
 				if rt.called("stop t1") {
 					t.Fatal("t1 stopped with a connection open")
 				}
 				conn.Close()
 			}
 
-			waitFor(t, wait, h.mgr.hasReport("t1", pb.TaskStopped, false))
+			testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskStopped, false))
 			if d := time.Since(rotated); d < tt.drainTimeout {
 				t.Errorf("stopped %s after leaving rotation, "+
 					"before the drain timeout %s", d, tt.drainTimeout)
@@ -389,7 +390,7 @@ func dialThrough(t *testing.T, port int, be *holdServer) net.Conn {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	var conn net.Conn
-	waitFor(t, wait, func() error {
+	testutil.WaitFor(t, wait, func() error {
 		if conn == nil {
 			c, err := net.Dial("tcp", addr)
 			if err != nil {

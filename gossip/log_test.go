@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
 
 // lockedBuffer collects log output written from memberlist's goroutines.
@@ -58,7 +60,7 @@ func TestLogNamesNodeOnce(t *testing.T) {
 			if _, err := p.Join([]string{other.Addr()}); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 5*time.Second, func() error {
+			testutil.WaitFor(t, 5*time.Second, func() error {
 				if !strings.Contains(strings.Join(out.lines(), "\n"), "member=n2") {
 					return fmt.Errorf("no line names member n2 yet")
 				}

@@ -3,60 +3,13 @@ package gossip
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
-
-// tWriter sends log lines to t.Log until the test ends; memberlist's
-// goroutines may still log after Shutdown returns.
-type tWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-// testLogger returns an hclog.Logger writing to t.Log.
-func testLogger(t *testing.T) hclog.Logger {
-	w := &tWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return hclog.New(&hclog.LoggerOptions{
-		Level:  hclog.Info,
-		Output: w,
-	})
-}
-
-// waitFor polls cond until it returns nil or d passes, then fails
-// with cond's last error, which names what is not yet true.
-func waitFor(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // startPool starts a pool named name on 127.0.0.1 with a free port.
 func startPool(t *testing.T, name string) *Pool {
@@ -65,7 +18,7 @@ func startPool(t *testing.T, name string) *Pool {
 		Name:     name,
 		BindAddr: "127.0.0.1",
 		Meta:     Meta{Role: "manager", Address: "127.0.0.1", RaftPort: 7072},
-		Logger:   testLogger(t).Named(name),
+		Logger:   testutil.Logger(t, hclog.Info).Named(name),
 	})
 	if err != nil {
 		t.Fatalf("start pool %q: %v", name, err)
@@ -113,7 +66,7 @@ func TestJoinAndDeath(t *testing.T) {
 
 	all := map[string]bool{"a": true, "b": true, "c": true}
 	for _, p := range []*Pool{a, b, c} {
-		waitFor(t, 5*time.Second, func() error { return sees(p, all) })
+		testutil.WaitFor(t, 5*time.Second, func() error { return sees(p, all) })
 	}
 	select {
 	case <-changed:
@@ -133,7 +86,7 @@ func TestJoinAndDeath(t *testing.T) {
 	}
 	gone := map[string]bool{"a": true, "b": true, "c": false}
 	for _, p := range []*Pool{a, b} {
-		waitFor(t, 10*time.Second, func() error { return sees(p, gone) })
+		testutil.WaitFor(t, 10*time.Second, func() error { return sees(p, gone) })
 	}
 	t.Logf("c seen dead by a and b after %s", time.Since(before))
 	for _, m := range a.Members() {
@@ -152,13 +105,13 @@ func TestLeave(t *testing.T) {
 	if _, err := b.Join([]string{a.Addr()}); err != nil {
 		t.Fatalf("b joins a: %v", err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	testutil.WaitFor(t, 5*time.Second, func() error {
 		return sees(a, map[string]bool{"b": true})
 	})
 	if err := b.Leave(time.Second); err != nil {
 		t.Fatalf("b leaves: %v", err)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	testutil.WaitFor(t, 5*time.Second, func() error {
 		return sees(a, map[string]bool{"a": true, "b": false})
 	})
 }

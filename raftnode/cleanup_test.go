@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
 
 func TestPlanCleanup(t *testing.T) {
@@ -149,7 +151,7 @@ func TestDeadServerCleanupKeepsBootstrapExpect(t *testing.T) {
 	// Dead for an hour already: only the floor can keep it.
 	c.disc.kill(dead, time.Now().Add(-time.Hour))
 	base := leader.reconciles.Load()
-	waitFor(t, 5*time.Second, func() error {
+	testutil.WaitFor(t, 5*time.Second, func() error {
 		// Two passes: the one running at kill may have read the old view.
 		if got := leader.reconciles.Load(); got < base+2 {
 			return fmt.Errorf("leader made %d reconcile passes since the kill, want 2",

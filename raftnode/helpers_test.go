@@ -15,6 +15,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
 
 // errRejected is what testFSM returns for an entry starting with "bad".
@@ -76,51 +78,6 @@ func (s *testSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *testSnapshot) Release() {}
-
-// tWriter sends log lines to t.Log until the test ends; raft's
-// goroutines may still log after Shutdown returns.
-type tWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-// testLogger returns an hclog.Logger writing to t.Log.
-func testLogger(t *testing.T) hclog.Logger {
-	w := &tWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return hclog.New(&hclog.LoggerOptions{Level: hclog.Info, Output: w})
-}
-
-// waitFor polls cond until it returns nil or d passes, then fails
-// with cond's last error, which names what is not yet true.
-func waitFor(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // fakeDiscovery is one shared view of the managers, as gossip would
 // give every node. PeerHasState asks the peer's Node directly. Like
@@ -227,7 +184,7 @@ func testConfig(t *testing.T, name string) Config {
 	c.DataDir = t.TempDir()
 	c.BindAddr = "127.0.0.1"
 	c.RaftPort = 0
-	c.Logger = testLogger(t)
+	c.Logger = testutil.Logger(t, hclog.Info)
 	c.HeartbeatTimeout = 50 * time.Millisecond
 	c.ElectionTimeout = 50 * time.Millisecond
 	c.LeaderLeaseTimeout = 50 * time.Millisecond
@@ -325,7 +282,7 @@ func (c *cluster) stop(name string) {
 func (c *cluster) waitLeader(exclude map[string]bool) string {
 	c.t.Helper()
 	var leader string
-	waitFor(c.t, 5*time.Second, func() error {
+	testutil.WaitFor(c.t, 5*time.Second, func() error {
 		leader = ""
 		for name, n := range c.nodes {
 			l, _ := n.Leader()
@@ -350,7 +307,7 @@ func (c *cluster) waitLeader(exclude map[string]bool) string {
 // waitApplied waits until every running node's FSM holds entry.
 func (c *cluster) waitApplied(entry string) {
 	c.t.Helper()
-	waitFor(c.t, 5*time.Second, func() error {
+	testutil.WaitFor(c.t, 5*time.Second, func() error {
 		for name, f := range c.fsms {
 			if c.nodes[name] != nil && !f.has(entry) {
 				return fmt.Errorf("%s has not applied %q", name, entry)
@@ -364,7 +321,7 @@ func (c *cluster) waitApplied(entry string) {
 // exactly want as voters.
 func (c *cluster) waitServers(want ...string) {
 	c.t.Helper()
-	waitFor(c.t, 5*time.Second, func() error {
+	testutil.WaitFor(c.t, 5*time.Second, func() error {
 		for name, n := range c.nodes {
 			servers, err := n.Servers()
 			if err != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
 
 // bufSink is a raft.SnapshotSink into memory.
@@ -70,7 +72,7 @@ func TestRestore(t *testing.T) {
 	if after := leader.Stats().AppliedIndex; after <= before {
 		t.Errorf("applied index %d after restore, want past %d", after, before)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	testutil.WaitFor(t, 5*time.Second, func() error {
 		for name, f := range c.fsms {
 			if got := f.list(); !slices.Equal(got, want) {
 				return fmt.Errorf("%s has %v, want the restored %v", name, got, want)

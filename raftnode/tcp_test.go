@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
 
 // tcpNode is a node on the real TCP transport with bolt stores.
@@ -23,7 +27,7 @@ func startTCP(t *testing.T, disc *fakeDiscovery, name, dir string) *tcpNode {
 	cfg.Name, cfg.DataDir, cfg.BindAddr, cfg.RaftPort = name, dir, "127.0.0.1", 0
 	cfg.BootstrapExpect = 3
 	cfg.Discovery = disc
-	cfg.Logger = testLogger(t)
+	cfg.Logger = testutil.Logger(t, hclog.Info)
 	f := &testFSM{}
 	cfg.FSM = f
 
@@ -41,7 +45,7 @@ func startTCP(t *testing.T, disc *fakeDiscovery, name, dir string) *tcpNode {
 func tcpLeader(t *testing.T, nodes map[string]*tcpNode, d time.Duration) string {
 	t.Helper()
 	var leader string
-	waitFor(t, d, func() error {
+	testutil.WaitFor(t, d, func() error {
 		leader = ""
 		for name, n := range nodes {
 			l, _ := n.node.Leader()
@@ -87,7 +91,7 @@ func TestTCPCluster(t *testing.T) {
 	if _, err := nodes[next].node.Apply(t.Context(), []byte("two")); err != nil {
 		t.Fatalf("apply on %s: %v", next, err)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		for name, n := range nodes {
 			for _, e := range []string{"one", "two"} {
 				if !n.fsm.has(e) {
@@ -111,7 +115,7 @@ func TestDataDirInUse(t *testing.T) {
 
 	cfg := DefaultConfig()
 	cfg.Name, cfg.DataDir, cfg.BindAddr, cfg.RaftPort = "m2", dir, "127.0.0.1", 0
-	cfg.Logger = testLogger(t)
+	cfg.Logger = testutil.Logger(t, hclog.Info)
 	cfg.FSM = &testFSM{}
 
 	type result struct {

@@ -18,59 +18,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
-
-// waitFor polls cond until it returns nil, failing the test with cond's
-// last error after d.
-func waitFor(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
-// testLogger routes logs to t.Log until the test ends.
-func testLogger(t testing.TB) hclog.Logger {
-	w := &tWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return hclog.New(&hclog.LoggerOptions{
-		Name:   t.Name(),
-		Level:  hclog.Debug,
-		Output: w,
-	})
-}
-
-type tWriter struct {
-	t    testing.TB
-	mu   sync.Mutex
-	done bool
-}
-
-func (w *tWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
 
 // newProxy returns a proxy on 127.0.0.1, closed when the test ends.
 func newProxy(t testing.TB, level hclog.Level) *Proxy {
 	t.Helper()
-	log := testLogger(t)
+	log := testutil.Logger(t, hclog.Debug)
 	log.SetLevel(level)
 	p, err := New(Config{BindAddr: "127.0.0.1", Logger: log})
 	if err != nil {

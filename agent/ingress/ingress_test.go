@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
 
 func TestHTTPRoundRobinKeepAlive(t *testing.T) {
@@ -263,7 +265,7 @@ func TestTCPProxy(t *testing.T) {
 		t.Errorf("answers = %v, want both a and b and nothing else", seen)
 	}
 
-	waitFor(t, 5*time.Second, func() error {
+	testutil.WaitFor(t, 5*time.Second, func() error {
 		for _, id := range []string{"a", "b", "dead"} {
 			if n := p.ActiveConns(id); n != 0 {
 				return fmt.Errorf("ActiveConns(%s) = %d, want 0", id, n)
@@ -303,7 +305,7 @@ func TestInFlightToRemovedBackend(t *testing.T) {
 			body, err := newClient(t, true).getOK(url(port, "/hold"))
 			done <- result{body, err}
 		}()
-		waitFor(t, 5*time.Second, func() error {
+		testutil.WaitFor(t, 5*time.Second, func() error {
 			if n := p.ActiveConns("b"); n != 1 || b.held.Load() != 1 {
 				return fmt.Errorf("held request to b not yet in flight (ActiveConns %d)", n)
 			}
@@ -325,7 +327,7 @@ func TestInFlightToRemovedBackend(t *testing.T) {
 		if res.err != nil || res.body != "b" {
 			t.Fatalf("in-flight request: %q %v, want b", res.body, res.err)
 		}
-		waitFor(t, 5*time.Second, func() error {
+		testutil.WaitFor(t, 5*time.Second, func() error {
 			if n := p.ActiveConns("b"); n != 0 {
 				return fmt.Errorf("ActiveConns(b) = %d after its request ended", n)
 			}
@@ -372,7 +374,7 @@ func TestInFlightToRemovedBackend(t *testing.T) {
 		if _, err := c.Read(buf); err != nil || string(buf) != "still" {
 			t.Fatalf("echo on old connection: %q %v", buf, err)
 		}
-		waitFor(t, 5*time.Second, func() error {
+		testutil.WaitFor(t, 5*time.Second, func() error {
 			if n := p.ActiveConns("b"); n != 0 {
 				return fmt.Errorf("ActiveConns(b) = %d after its connection ended", n)
 			}
@@ -580,7 +582,7 @@ func TestLoadWhileSwapping(t *testing.T) {
 	if swaps < 2 {
 		t.Errorf("only %d swaps during the load", swaps)
 	}
-	waitFor(t, 5*time.Second, func() error {
+	testutil.WaitFor(t, 5*time.Second, func() error {
 		for _, b := range all {
 			if n := p.ActiveConns(b.name); n != 0 {
 				return fmt.Errorf("ActiveConns(%s) = %d after the load", b.name, n)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hivemind-orch/hivemind/agent/runtime"
 	"github.com/hivemind-orch/hivemind/internal/testenv"
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
 
 // env is one private containerd and one registry holding web:v1 and
@@ -147,7 +148,7 @@ func TestStartServeListStop(t *testing.T) {
 	}
 
 	want := "VERSION=v1 TASK=web-1\n"
-	waitFor(t, 20*time.Second, func() error {
+	testutil.WaitFor(t, 20*time.Second, func() error {
 		body, err := get("http://" + addr + "/")
 		if err != nil {
 			return err
@@ -317,7 +318,7 @@ func TestAdoptAfterRestart(t *testing.T) {
 	if len(ctrs) != 1 || ctrs[0].ID != "web-adopt" || !ctrs[0].Running {
 		t.Fatalf("list = %+v, want web-adopt running", ctrs)
 	}
-	waitFor(t, 20*time.Second, func() error {
+	testutil.WaitFor(t, 20*time.Second, func() error {
 		_, err := get("http://" + addr + "/")
 		return err
 	})
@@ -353,7 +354,7 @@ func TestStopKillsAfterTimeout(t *testing.T) {
 	if err := rt.Start(ctx, s); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	waitFor(t, 20*time.Second, func() error {
+	testutil.WaitFor(t, 20*time.Second, func() error {
 		_, err := get("http://" + addr + "/")
 		return err
 	})
@@ -397,7 +398,7 @@ func TestStartOverLeftoverSnapshot(t *testing.T) {
 	if err := rt.Start(ctx, s); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	waitFor(t, 20*time.Second, func() error {
+	testutil.WaitFor(t, 20*time.Second, func() error {
 		_, err := get("http://" + addr + "/")
 		return err
 	})
@@ -425,7 +426,7 @@ func TestWatchSurvivesContainerdRestart(t *testing.T) {
 		t.Fatalf("restart containerd: %v", err)
 	}
 
-	waitFor(t, 20*time.Second, func() error {
+	testutil.WaitFor(t, 20*time.Second, func() error {
 		ctrs, err := rt.List(ctx)
 		if err != nil {
 			return fmt.Errorf("list after restart: %w", err)
@@ -509,23 +510,6 @@ func get(url string) (string, error) {
 		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return string(b), nil
-}
-
-// waitFor polls cond until it returns nil; at the deadline it fails with
-// cond's last error, which names what was not yet true.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func testLogger(t *testing.T) hclog.Logger {

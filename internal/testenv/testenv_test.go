@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
 
 func TestWebServer(t *testing.T) {
@@ -48,7 +50,7 @@ func TestWebServer(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = p.Kill() })
 
-			waitFor(t, 10*time.Second, func() error {
+			testutil.WaitFor(t, 10*time.Second, func() error {
 				code, body, err := get("http://" + addr + "/")
 				if err != nil {
 					return err
@@ -109,7 +111,7 @@ func TestProcessStopKillsAfterTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error {
+	testutil.WaitFor(t, 10*time.Second, func() error {
 		b, err := os.ReadFile(p.LogPath)
 		if err != nil || !strings.Contains(string(b), "ready") {
 			return fmt.Errorf("shell not ready yet (log %q, %v)", b, err)
@@ -208,21 +210,4 @@ func get(url string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
-}
-
-// waitFor polls cond until it returns nil; at the deadline it fails with
-// cond's last error, which names what was not yet true.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
