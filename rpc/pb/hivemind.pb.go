@@ -1190,10 +1190,15 @@ func (x *Deployment) GetRollbackReason() string {
 
 // ClusterMeta holds the cluster-wide singletons.
 type ClusterMeta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	WorkerToken   string                 `protobuf:"bytes,2,opt,name=worker_token,json=workerToken,proto3" json:"worker_token,omitempty"`
-	ManagerToken  string                 `protobuf:"bytes,3,opt,name=manager_token,json=managerToken,proto3" json:"manager_token,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId    string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	WorkerToken  string                 `protobuf:"bytes,2,opt,name=worker_token,json=workerToken,proto3" json:"worker_token,omitempty"`
+	ManagerToken string                 `protobuf:"bytes,3,opt,name=manager_token,json=managerToken,proto3" json:"manager_token,omitempty"`
+	// restores counts the snapshot restores this cluster's state has been
+	// through. Workers order assignment and endpoint lists by (restores,
+	// index): a cluster restored from a file after every manager was lost
+	// starts a new log, whose indexes may be below those a worker saw.
+	Restores      uint64 `protobuf:"varint,4,opt,name=restores,proto3" json:"restores,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1247,6 +1252,13 @@ func (x *ClusterMeta) GetManagerToken() string {
 		return x.ManagerToken
 	}
 	return ""
+}
+
+func (x *ClusterMeta) GetRestores() uint64 {
+	if x != nil {
+		return x.Restores
+	}
+	return 0
 }
 
 type UpsertNodeCmd struct {
@@ -1915,17 +1927,24 @@ func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
 }
 
 type ManagerStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"` // Raft address
-	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`     // "leader", "follower", "candidate", "unreachable"
-	Voter         bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
-	Term          uint64                 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	LastContact   int64                  `protobuf:"varint,7,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"` // nanoseconds since the manager last heard from the leader
-	LastIndex     uint64                 `protobuf:"varint,8,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`       // index of the last entry in its log
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address      string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"` // Raft address
+	State        string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`     // "leader", "follower", "candidate", "unreachable"
+	Voter        bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
+	Term         uint64                 `protobuf:"varint,5,opt,name=term,proto3" json:"term,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastContact  int64                  `protobuf:"varint,7,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"` // nanoseconds since the manager last heard from the leader
+	LastIndex    uint64                 `protobuf:"varint,8,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`       // index of the last entry in its log
+	// Leader-only work on this manager: whether its rollout engine runs
+	// now, how many passes it has made and how many commands it has
+	// proposed since the process started. On a follower the counters stay
+	// still.
+	EngineEnabled   bool   `protobuf:"varint,9,opt,name=engine_enabled,json=engineEnabled,proto3" json:"engine_enabled,omitempty"`
+	EngineSteps     uint64 `protobuf:"varint,10,opt,name=engine_steps,json=engineSteps,proto3" json:"engine_steps,omitempty"`
+	EngineProposals uint64 `protobuf:"varint,11,opt,name=engine_proposals,json=engineProposals,proto3" json:"engine_proposals,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ManagerStatus) Reset() {
@@ -2010,6 +2029,27 @@ func (x *ManagerStatus) GetLastContact() int64 {
 func (x *ManagerStatus) GetLastIndex() uint64 {
 	if x != nil {
 		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *ManagerStatus) GetEngineEnabled() bool {
+	if x != nil {
+		return x.EngineEnabled
+	}
+	return false
+}
+
+func (x *ManagerStatus) GetEngineSteps() uint64 {
+	if x != nil {
+		return x.EngineSteps
+	}
+	return 0
+}
+
+func (x *ManagerStatus) GetEngineProposals() uint64 {
+	if x != nil {
+		return x.EngineProposals
 	}
 	return 0
 }
@@ -3456,6 +3496,7 @@ type AssignmentsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tasks         []*Task                `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Restores      uint64                 `protobuf:"varint,3,opt,name=restores,proto3" json:"restores,omitempty"` // ClusterMeta.restores of the state the list was read from
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3500,6 +3541,13 @@ func (x *AssignmentsResponse) GetTasks() []*Task {
 func (x *AssignmentsResponse) GetIndex() uint64 {
 	if x != nil {
 		return x.Index
+	}
+	return 0
+}
+
+func (x *AssignmentsResponse) GetRestores() uint64 {
+	if x != nil {
+		return x.Restores
 	}
 	return 0
 }
@@ -3732,6 +3780,7 @@ type EndpointsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"` // the store index the set was computed at
 	Services      []*ServiceEndpoints    `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
+	Restores      uint64                 `protobuf:"varint,3,opt,name=restores,proto3" json:"restores,omitempty"` // ClusterMeta.restores of the state the set was computed from
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3778,6 +3827,13 @@ func (x *EndpointsResponse) GetServices() []*ServiceEndpoints {
 		return x.Services
 	}
 	return nil
+}
+
+func (x *EndpointsResponse) GetRestores() uint64 {
+	if x != nil {
+		return x.Restores
+	}
+	return 0
 }
 
 type ReportResponse struct {
@@ -3984,12 +4040,13 @@ const file_hivemind_proto_rawDesc = "" +
 	"updated_at\x18\x11 \x01(\x03R\tupdatedAt\x12!\n" +
 	"\fcreate_index\x18\x12 \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x13 \x01(\x04R\vmodifyIndex\x12'\n" +
-	"\x0frollback_reason\x18\x14 \x01(\tR\x0erollbackReason\"t\n" +
+	"\x0frollback_reason\x18\x14 \x01(\tR\x0erollbackReason\"\x90\x01\n" +
 	"\vClusterMeta\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12!\n" +
 	"\fworker_token\x18\x02 \x01(\tR\vworkerToken\x12#\n" +
-	"\rmanager_token\x18\x03 \x01(\tR\fmanagerToken\"6\n" +
+	"\rmanager_token\x18\x03 \x01(\tR\fmanagerToken\x12\x1a\n" +
+	"\brestores\x18\x04 \x01(\x04R\brestores\"6\n" +
 	"\rUpsertNodeCmd\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.hivemind.v1.NodeR\x04node\"K\n" +
 	"\rNodeStatusCmd\x12\x12\n" +
@@ -4042,7 +4099,7 @@ const file_hivemind_proto_rawDesc = "" +
 	"\n" +
 	"SetMetaCmd\x12,\n" +
 	"\x04meta\x18\x01 \x01(\v2\x18.hivemind.v1.ClusterMetaR\x04meta\"\x16\n" +
-	"\x14ClusterStatusRequest\"\xe4\x01\n" +
+	"\x14ClusterStatusRequest\"\xd9\x02\n" +
 	"\rManagerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -4052,7 +4109,11 @@ const file_hivemind_proto_rawDesc = "" +
 	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12!\n" +
 	"\flast_contact\x18\a \x01(\x03R\vlastContact\x12\x1d\n" +
 	"\n" +
-	"last_index\x18\b \x01(\x04R\tlastIndex\"g\n" +
+	"last_index\x18\b \x01(\x04R\tlastIndex\x12%\n" +
+	"\x0eengine_enabled\x18\t \x01(\bR\rengineEnabled\x12!\n" +
+	"\fengine_steps\x18\n" +
+	" \x01(\x04R\vengineSteps\x12)\n" +
+	"\x10engine_proposals\x18\v \x01(\x04R\x0fengineProposals\"g\n" +
 	"\x15ClusterStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x126\n" +
 	"\bmanagers\x18\x02 \x03(\v2\x1a.hivemind.v1.ManagerStatusR\bmanagers\"&\n" +
@@ -4131,10 +4192,11 @@ const file_hivemind_proto_rawDesc = "" +
 	"\x10RegisterResponse\x127\n" +
 	"\bmanagers\x18\x01 \x03(\v2\x1b.hivemind.v1.ManagerAddressR\bmanagers\"(\n" +
 	"\x12AssignmentsRequest\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"T\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"p\n" +
 	"\x13AssignmentsResponse\x12'\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x11.hivemind.v1.TaskR\x05tasks\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\x7f\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x1a\n" +
+	"\brestores\x18\x03 \x01(\x04R\brestores\"\x7f\n" +
 	"\rReportRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x121\n" +
 	"\areports\x18\x02 \x03(\v2\x17.hivemind.v1.TaskReportR\areports\x12'\n" +
@@ -4152,10 +4214,11 @@ const file_hivemind_proto_rawDesc = "" +
 	"\x10ServiceEndpoints\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12'\n" +
 	"\x05ports\x18\x02 \x03(\v2\x11.hivemind.v1.PortR\x05ports\x123\n" +
-	"\tendpoints\x18\x03 \x03(\v2\x15.hivemind.v1.EndpointR\tendpoints\"d\n" +
+	"\tendpoints\x18\x03 \x03(\v2\x15.hivemind.v1.EndpointR\tendpoints\"\x80\x01\n" +
 	"\x11EndpointsResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x129\n" +
-	"\bservices\x18\x02 \x03(\v2\x1d.hivemind.v1.ServiceEndpointsR\bservices\"\x10\n" +
+	"\bservices\x18\x02 \x03(\v2\x1d.hivemind.v1.ServiceEndpointsR\bservices\x12\x1a\n" +
+	"\brestores\x18\x03 \x01(\x04R\brestores\"\x10\n" +
 	"\x0eReportResponse\"\x12\n" +
 	"\x10RaftStatsRequest2\x98\b\n" +
 	"\aControl\x12V\n" +
