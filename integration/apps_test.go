@@ -16,7 +16,7 @@ import (
 // Point 4: deploy places replicas tasks over the workers, each answers
 // with its version; app ls, scale and rm work, and rm leaves no container.
 func TestDeployScaleRemove(t *testing.T) {
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	app := cluster.WebApp{Name: "basic", Image: c.Image("v1"), Replicas: 3}
@@ -106,7 +106,7 @@ func TestDeployScaleRemove(t *testing.T) {
 // Point 5: a rolling update replaces the tasks batch by batch, never more
 // than batch_size new tasks unproven at once; `app rollback` goes back.
 func TestRollingUpdateAndRollback(t *testing.T) {
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	app := cluster.WebApp{Name: "roll", Image: c.Image("v1"), Replicas: 3, MinHealthyTime: "2s"}
@@ -220,7 +220,7 @@ func TestAutoRollback(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := shared
+			c := sharedCluster(t)
 			onFailure(t, c)
 
 			app := cluster.WebApp{
@@ -275,7 +275,7 @@ func TestAutoRollback(t *testing.T) {
 // with the registry's reason, in app status.
 func TestUnpullableImage(t *testing.T) {
 	t.Parallel()
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	app := cluster.WebApp{Name: "nopull", Image: c.Image("missing"), Replicas: 1}
@@ -301,7 +301,7 @@ func TestUnpullableImage(t *testing.T) {
 // one-line message naming the field, and the managers keep running.
 func TestBadSpecRefused(t *testing.T) {
 	t.Parallel()
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	good := func(name string) string {
@@ -360,7 +360,7 @@ func TestBadSpecRefused(t *testing.T) {
 // Point 7: `snapshot save` writes a SQLite file that sqlite3 reads.
 func TestSnapshotSave(t *testing.T) {
 	t.Parallel()
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	app := cluster.WebApp{Name: "snap", Image: c.Image("v1"), Replicas: 2}
@@ -408,7 +408,7 @@ func contains(list []string, s string) bool {
 // MODE=ignore-sigterm it ignores it and must be killed.
 func TestStopSignalThenKill(t *testing.T) {
 	t.Parallel()
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	polite := cluster.WebApp{Name: "polite", Image: c.Image("v1"), Replicas: 1}
@@ -463,7 +463,7 @@ func TestStopSignalThenKill(t *testing.T) {
 // TestAutoRollback) they never are.
 func TestTCPHealthCheck(t *testing.T) {
 	t.Parallel()
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	app := cluster.WebApp{Name: "tcp-check", Image: c.Image("v3"), Replicas: 2, TCPCheck: true}
@@ -475,7 +475,7 @@ func TestTCPHealthCheck(t *testing.T) {
 // Point 5: batch_size 2 replaces two tasks at a time, never more.
 func TestRollingBatchOfTwo(t *testing.T) {
 	t.Parallel()
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	app := cluster.WebApp{Name: "batch2", Image: c.Image("v1"), Replicas: 4, BatchSize: 2}

@@ -14,7 +14,7 @@ import (
 // Points 1 and 2: three managers started at once elect one leader, every
 // manager agrees on it, and `cluster status` shows each with its state.
 func TestClusterStatus(t *testing.T) {
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	leader, err := c.WaitLeader(30 * time.Second)
@@ -58,7 +58,7 @@ func TestClusterStatus(t *testing.T) {
 
 // Point 2: `cluster join-token worker` prints the token and nothing else.
 func TestJoinTokenPrintsOnlyToken(t *testing.T) {
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	for _, m := range c.Managers() {
@@ -78,7 +78,7 @@ func TestJoinTokenPrintsOnlyToken(t *testing.T) {
 // Point 3: joined workers show as ready in `node ls`, with their address,
 // and so do the managers.
 func TestNodeList(t *testing.T) {
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	nodes, err := c.Nodes()
@@ -108,7 +108,7 @@ func TestNodeList(t *testing.T) {
 // Point 3: a worker with a wrong token is refused; it says so and exits
 // non-zero, and it never shows in `node ls`.
 func TestWorkerWrongToken(t *testing.T) {
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	w, err := c.AddWorker("not-the-token")

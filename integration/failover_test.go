@@ -90,7 +90,7 @@ func firstHealthy(t *testing.T, c *cluster.Cluster, app string, version int64) [
 // were healthy before the kill are the same tasks at the end. The killed
 // manager, restarted on its data dir, rejoins with its state.
 func TestLeaderKillDuringRollout(t *testing.T) {
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	app := cluster.WebApp{Name: "ha", Image: c.Image("v1"), Replicas: 4}
@@ -185,7 +185,7 @@ func TestLeaderKillDuringRollout(t *testing.T) {
 // Point 8: started again, its containerd ends with exactly the containers
 // of the tasks it is assigned.
 func TestWorkerKilledDuringDeploy(t *testing.T) {
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	app := cluster.WebApp{Name: "wk", Image: c.Image("v1"), Replicas: 3}
@@ -241,7 +241,7 @@ func TestWorkerKilledDuringDeploy(t *testing.T) {
 // the rest: the task of an app removed while it was away, and tasks of an
 // app scaled down meanwhile if the leader picked them.
 func TestWorkerRestartReconciles(t *testing.T) {
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	keep := cluster.WebApp{Name: "rc-keep", Image: c.Image("v1"), Replicas: 3}

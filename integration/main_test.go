@@ -12,16 +12,47 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hivemind-orch/hivemind/internal/cluster"
 )
 
-// shared is the cluster most tests use: 3 managers, 3 workers. Tests on it
-// use app names of their own and remove their apps when done, and every
-// test that kills a node brings it back before it ends.
-var shared *cluster.Cluster
+// shared is the cluster most tests use: 3 managers, 3 workers, started by
+// the first test that asks for it (sharedCluster), so that a run of only
+// the tests with clusters of their own does not start it. Tests on it use
+// app names of their own and remove their apps when done, and every test
+// that kills a node brings it back before it ends.
+var (
+	shared     *cluster.Cluster
+	sharedErr  error
+	sharedOnce sync.Once
+)
+
+// sharedCluster returns the shared cluster, starting it on first use, and
+// fails t if it could not start.
+func sharedCluster(t *testing.T) *cluster.Cluster {
+	t.Helper()
+	sharedOnce.Do(func() {
+		shared, sharedErr = cluster.Start(cluster.Config{
+			Binary:   binary,
+			Managers: 3,
+			Workers:  3,
+			Subnet:   sharedSubnet,
+			Log:      harnessLog,
+		})
+		if sharedErr != nil {
+			// Start has stopped what it started; keep the error for
+			// every test that asks.
+			shared = nil
+		}
+	})
+	if sharedErr != nil {
+		t.Fatalf("start the shared cluster: %v", sharedErr)
+	}
+	return shared
+}
 
 // Loopback subnets (127.0.N.x) of the clusters the tests start: not 0, so
 // that a demo or a hand-started cluster on 127.0.0.x does not collide.
@@ -72,22 +103,13 @@ func run(m *testing.M) int {
 	}
 	fmt.Fprintf(harnessLog, "built hivemind in %s\n", time.Since(t0).Round(time.Millisecond))
 
-	shared, err = cluster.Start(cluster.Config{
-		Binary:   binary,
-		Managers: 3,
-		Workers:  3,
-		Subnet:   sharedSubnet,
-		Log:      harnessLog,
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "integration: start cluster:", err)
-		return 1
-	}
 	code := m.Run()
-	if err := stopAll(shared); err != nil {
-		fmt.Fprintln(os.Stderr, "integration: stop cluster:", err)
-		if code == 0 {
-			code = 1
+	if shared != nil {
+		if err := stopAll(shared); err != nil {
+			fmt.Fprintln(os.Stderr, "integration: stop cluster:", err)
+			if code == 0 {
+				code = 1
+			}
 		}
 	}
 	return code

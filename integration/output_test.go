@@ -16,7 +16,7 @@ import (
 // would just leave it zero).
 func TestJSONFieldNames(t *testing.T) {
 	t.Parallel()
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	app := cluster.WebApp{Name: "shapes", Image: c.Image("v1"), Replicas: 1}
@@ -107,7 +107,7 @@ func at(v any, path string) ([]map[string]any, error) {
 // what went wrong.
 func TestCLIErrors(t *testing.T) {
 	t.Parallel()
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	for _, tc := range []struct {
@@ -142,7 +142,7 @@ func TestCLIErrors(t *testing.T) {
 // to any manager.
 func TestWritesThroughFollower(t *testing.T) {
 	t.Parallel()
-	c := shared
+	c := sharedCluster(t)
 	onFailure(t, c)
 
 	leader, err := c.WaitLeader(30 * time.Second)
