@@ -28,7 +28,7 @@ type traffic struct {
 	rep   *reporter
 	log   hclog.Logger
 
-	served uint64 // the index of the set served, 0 before the first
+	served position // the position of the set served, zero before the first
 }
 
 // watchEndpoints follows the endpoint set, moving to the next manager
@@ -44,7 +44,7 @@ func (a *Agent) watchEndpoints(ctx context.Context, tr *traffic) {
 			return
 		}
 		a.log.Warn("endpoints stream lost, serving the last set",
-			"manager", addr, "index", tr.served, "error", err)
+			"manager", addr, "index", tr.served.index, "error", err)
 		a.mgrs.failed(addr)
 		if !sleepCtx(ctx, bo.next()) {
 			return
@@ -91,9 +91,11 @@ func (a *Agent) endpointsAt(ctx context.Context, addr string,
 // nothing.
 func (tr *traffic) serve(resp *pb.EndpointsResponse) {
 	index := resp.GetIndex()
-	if index == 0 || index < tr.served {
+	pos := position{restores: resp.GetRestores(), index: index}
+	if index == 0 || pos.before(tr.served) {
 		tr.log.Debug("ignoring stale endpoint set", "index", index,
-			"served", tr.served)
+			"restores", pos.restores, "served", tr.served.index,
+			"served_restores", tr.served.restores)
 		return
 	}
 
@@ -106,14 +108,14 @@ func (tr *traffic) serve(resp *pb.EndpointsResponse) {
 	}
 	tr.dns.Update(table)
 
-	if tr.served == 0 {
+	if tr.served.index == 0 {
 		tr.log.Info("serving endpoints", "index", index,
 			"apps", len(table), "routes", len(routes))
 	} else {
 		tr.log.Debug("endpoint set changed", "index", index,
 			"apps", len(table), "routes", len(routes))
 	}
-	tr.served = index
+	tr.served = pos
 	tr.rep.setServed(index)
 }
 

@@ -31,7 +31,7 @@ const drainPoll = 50 * time.Millisecond
 // assignment is one list of the tasks assigned to this node.
 type assignment struct {
 	tasks []*pb.Task
-	index uint64
+	pos   position
 }
 
 // opKind names a container operation run outside the runner goroutine.
@@ -118,8 +118,8 @@ type runner struct {
 	runnerConfig
 
 	tasks  map[string]*taskState
-	synced bool   // the first assignment list arrived
-	index  uint64 // the index of the latest list applied
+	synced bool     // the first assignment list arrived
+	pos    position // the position of the latest list applied
 
 	ctx    context.Context
 	wg     sync.WaitGroup
@@ -191,7 +191,7 @@ func (r *runner) run(ctx context.Context, assign <-chan assignment) {
 
 // onAssign applies a full list of this node's tasks.
 func (r *runner) onAssign(a assignment) {
-	if a.index == 0 {
+	if a.pos.index == 0 {
 		// A manager that has applied nothing yet knows no tasks; its
 		// empty list must not remove what runs.
 		r.log.Debug("ignoring assignments of an empty replica")
@@ -199,14 +199,15 @@ func (r *runner) onAssign(a assignment) {
 	}
 	// TODO: persist the highest index seen in DataDir so that a restarted
 	// agent also refuses a list older than the one it last applied.
-	if a.index < r.index {
+	if a.pos.before(r.pos) {
 		// A manager whose replica lags behind the one heard before:
 		// its list would undo newer decisions.
-		r.log.Debug("ignoring stale assignments", "index", a.index,
-			"seen", r.index)
+		r.log.Debug("ignoring stale assignments", "index", a.pos.index,
+			"restores", a.pos.restores, "seen", r.pos.index,
+			"seen_restores", r.pos.restores)
 		return
 	}
-	r.index = a.index
+	r.pos = a.pos
 	if !r.synced {
 		r.log.Info("first assignments received", "tasks", len(a.tasks))
 	}

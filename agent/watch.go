@@ -68,7 +68,8 @@ func (a *Agent) watchAt(ctx context.Context, addr string,
 		bo.reset()
 		a.mgrs.succeeded(addr)
 		select {
-		case out <- assignment{tasks: resp.GetTasks(), index: resp.GetIndex()}:
+		case out <- assignment{tasks: resp.GetTasks(), pos: position{
+			restores: resp.GetRestores(), index: resp.GetIndex()}}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

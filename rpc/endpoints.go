@@ -42,6 +42,7 @@ func (w *workerServer) Endpoints(req *pb.EndpointsRequest,
 		resp := &pb.EndpointsResponse{
 			Index:    snap.Index(),
 			Services: endpointSet(snap),
+			Restores: snap.Meta().GetRestores(),
 		}
 
 		// A replica whose index went back (a snapshot restore) waits

@@ -96,6 +96,7 @@ func (s *Server) serveRestore(w http.ResponseWriter, r *http.Request, _ map[stri
 		return
 	}
 	defer f.Close()
+	before := s.store.Meta().GetRestores()
 	if err := rs.Restore(r.Context(), f, size); err != nil {
 		status, code := http.StatusInternalServerError, codes.Internal
 		if noLeader(err) {
@@ -105,16 +106,13 @@ func (s *Server) serveRestore(w http.ResponseWriter, r *http.Request, _ map[stri
 		return
 	}
 	// The restored state records the index it was saved at, older than
-	// the log's: workers ignore assignment lists older than one they
-	// applied, so commit an entry now (the restored meta again, which
-	// changes nothing else) to move every replica's index past the log's.
-	//
-	// TODO: in a disaster recovery the new cluster's log may still be
-	// below the index a worker that kept running last applied, and it
-	// ignores the lists until then (docs/operations.md says to restart
-	// it); restoring with the snapshot's raft_index as the floor of the
-	// new index (raft.SnapshotMeta.Index) would cover backups taken late.
+	// the log's, and in a disaster recovery (a new cluster, a new log)
+	// older than what workers that kept running have seen. Workers order
+	// lists by (restores, index) and ignore older ones, so commit the
+	// restored meta now with a count of restores above both the one
+	// replaced and the one restored.
 	meta := proto.Clone(s.store.Meta()).(*pb.ClusterMeta)
+	meta.Restores = max(before, meta.GetRestores()) + 1
 	if _, err := s.cfg.Raft.Propose(r.Context(), fsm.SetMetaType,
 		&pb.SetMetaCmd{Meta: meta}); err != nil {
 		s.restoreFailed(w, http.StatusInternalServerError, codes.Internal,

@@ -137,7 +137,8 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 		// it did apply so that the next change is sent.
 		behind := snap.Index() < sent
 		if !behind && (first || !sameTasks(tasks, last)) {
-			resp := &pb.AssignmentsResponse{Tasks: tasks, Index: snap.Index()}
+			resp := &pb.AssignmentsResponse{Tasks: tasks, Index: snap.Index(),
+				Restores: snap.Meta().GetRestores()}
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
