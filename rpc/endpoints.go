@@ -14,7 +14,9 @@ import (
 // Endpoints streams the endpoint set from the local replica: the whole
 // set at once, then again each time it changes, until the caller goes
 // away or the server shuts down. Any manager serves it, so a worker's
-// ingress and DNS follow the cluster while no leader exists.
+// ingress and DNS follow the cluster while no leader exists. Only a
+// worker the replica knows is served (see knownWorker): a worker that
+// a new cluster does not know yet keeps serving its last set.
 //
 // A set goes out when its services differ from the last one sent (the
 // index alone does not count), and also when a task was asked to stop
@@ -39,6 +41,9 @@ func (w *workerServer) Endpoints(req *pb.EndpointsRequest,
 		// between the two is missed.
 		changed := w.s.store.Changed()
 		snap := w.s.store.Snapshot()
+		if err := knownWorker(snap, req.GetNode()); err != nil {
+			return err
+		}
 		resp := &pb.EndpointsResponse{
 			Index:    snap.Index(),
 			Services: endpointSet(snap),

@@ -159,6 +159,7 @@ func TestAssignmentsAfterRestore(t *testing.T) {
 			Node: "w1", Desired: pb.DesiredRun, State: pb.TaskRunning}}}
 	}
 	src := startManager(t, "src", true)
+	src.addWorker(t, "w1")
 	src.raft.mustApply(t, fsm.PlanType, plan("saved"))
 	resp, err := http.Get("http://" + src.srv.HTTPAddr() + "/v1/snapshot")
 	if err != nil {
@@ -173,6 +174,7 @@ func TestAssignmentsAfterRestore(t *testing.T) {
 	m := startManager(t, "m1", true, func(c *Config) {
 		c.Raft = &restoreRaft{fakeRaft: c.Raft.(*fakeRaft)}
 	})
+	m.addWorker(t, "w1")
 	m.raft.mustApply(t, fsm.PlanType, plan("later"))
 	for range 5 { // move the index well past the snapshot's
 		m.raft.mustApply(t, fsm.SetMetaType, &pb.SetMetaCmd{Meta: m.srv.store.Meta()})

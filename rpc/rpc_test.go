@@ -238,6 +238,18 @@ func (m *testManager) addManager(t *testing.T, other *testManager) {
 	}})
 }
 
+// addWorker records a ready worker in m's replica, as its registration
+// would.
+func (m *testManager) addWorker(t *testing.T, name string) {
+	t.Helper()
+	m.raft.mustApply(t, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: &pb.Node{
+		Name:    name,
+		Role:    pb.RoleWorker,
+		Address: "10.0.0.1",
+		Status:  pb.NodeReady,
+	}})
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
@@ -702,6 +714,7 @@ func TestRegisterNameInUse(t *testing.T) {
 
 func TestAssignmentsAndReport(t *testing.T) {
 	m := startManager(t, "m1", true)
+	m.addWorker(t, "w1")
 	ctx := ctxT(t)
 	stream, err := m.worker.Assignments(ctx, &pb.AssignmentsRequest{Node: "w1"})
 	if err != nil {
@@ -759,6 +772,7 @@ func TestAssignmentsAndReport(t *testing.T) {
 
 func TestAssignmentsEndOnShutdown(t *testing.T) {
 	m := startManager(t, "m1", true)
+	m.addWorker(t, "w1")
 	stream, err := m.worker.Assignments(ctxT(t), &pb.AssignmentsRequest{Node: "w1"})
 	if err != nil {
 		t.Fatalf("assignments: %v", err)
@@ -1133,6 +1147,7 @@ func TestToStatus(t *testing.T) {
 // from one, the streams go on.
 func TestStreamsEndOnLostLeader(t *testing.T) {
 	m := startManager(t, "m2", false)
+	m.addWorker(t, "w1")
 	m.raft.set(func(r *fakeRaft) {
 		r.stats = &pb.ManagerStatus{Name: "m2", State: "follower",
 			LastContact: int64(100 * time.Millisecond)}

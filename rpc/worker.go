@@ -109,7 +109,8 @@ func (s *Server) managers() []*pb.ManagerAddress {
 
 // Assignments streams the node's tasks from the local replica: the whole
 // list at once, then again each time it changes, until the caller goes
-// away or the server shuts down.
+// away or the server shuts down. It serves only a worker the replica
+// knows (see knownWorker).
 func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 	stream grpc.ServerStreamingServer[pb.AssignmentsResponse]) error {
 
@@ -129,6 +130,9 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 		// between the two is missed.
 		changed := w.s.store.Changed()
 		snap := w.s.store.Snapshot()
+		if err := knownWorker(snap, req.GetNode()); err != nil {
+			return err
+		}
 		tasks := snap.TasksByNode(req.GetNode())
 
 		// A replica whose index went back (a snapshot restore) waits
@@ -157,6 +161,30 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 			}
 		}
 	}
+}
+
+// knownWorker is a NotFound status unless snap holds node as a worker.
+//
+// A manager's lists are the whole truth for a worker: what is not listed
+// is stopped. That authority holds only over the workers of this state.
+// A worker that kept running while every manager was lost meets a new
+// cluster on the same addresses whose state does not know it yet; its
+// empty list, at any index, would stop every container before the
+// backup is restored. So a worker the state does not know gets no list
+// and keeps what it runs, retrying until the state knows it: after a
+// restore, or, for a new worker, once its registration is applied on
+// this replica (a follower may lag behind the leader that took it).
+func knownWorker(snap *fsm.Snapshot, node string) error {
+	n := snap.Node(node)
+	switch {
+	case n == nil:
+		return status.Errorf(codes.NotFound,
+			"node %q: not a node of this cluster's state", node)
+	case n.GetRole() != pb.RoleWorker:
+		return status.Errorf(codes.NotFound,
+			"node %q: not a worker but a %s", node, n.GetRole())
+	}
+	return nil
 }
 
 func sameTasks(a, b []*pb.Task) bool {
