@@ -34,6 +34,13 @@ type Engine struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// enabled, steps and proposals are what Stats reports: whether the
+	// loop runs, how many passes Step has made and how many commands
+	// the engine has handed to the Proposer since New.
+	enabled   atomic.Bool
+	steps     atomic.Uint64
+	proposals atomic.Uint64
+
 	// warnMu guards warned: when a warning that repeats every step was
 	// last logged, per key. Only logging depends on it.
 	warnMu sync.Mutex
@@ -64,6 +71,7 @@ func (e *Engine) SetEnabled(on bool) {
 		e.cancel()
 		<-e.done
 		e.cancel, e.done = nil, nil
+		e.enabled.Store(false)
 		e.log.Info("rollout engine disabled")
 		return
 	}
@@ -73,8 +81,36 @@ func (e *Engine) SetEnabled(on bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel, e.done = cancel, make(chan struct{})
 	e.enabledAt.Store(e.cfg.Clock.Now().UnixNano())
+	e.enabled.Store(true)
 	e.log.Info("rollout engine enabled")
 	go e.run(ctx, e.done)
+}
+
+// Stats is what an Engine has done since New: whether its loop runs now
+// (leadership), how many passes Step has made and how many commands it
+// has proposed, whether or not they were committed. On a manager that
+// is not the leader Enabled is false and the counters stand still.
+type Stats struct {
+	Enabled   bool
+	Steps     uint64
+	Proposals uint64
+}
+
+// Stats returns the engine's counters. Safe to call at any time.
+func (e *Engine) Stats() Stats {
+	return Stats{
+		Enabled:   e.enabled.Load(),
+		Steps:     e.steps.Load(),
+		Proposals: e.proposals.Load(),
+	}
+}
+
+// propose is the one place the engine proposes a command: it counts it
+// and hands it to the Proposer.
+func (e *Engine) propose(ctx context.Context, t fsm.CommandType,
+	msg proto.Message) (uint64, error) {
+	e.proposals.Add(1)
+	return e.cfg.Proposer.Propose(ctx, t, msg)
 }
 
 // run steps on every store change and every Interval until ctx ends.
@@ -109,6 +145,7 @@ func (e *Engine) Step(ctx context.Context) error {
 	if err := e.cfg.Validate(); err != nil {
 		return err
 	}
+	e.steps.Add(1)
 	now := e.cfg.Clock.Now()
 	snap := e.cfg.Store.Snapshot()
 
@@ -161,7 +198,7 @@ func (e *Engine) submit(ctx context.Context, p *plan) error {
 		return nil
 	}
 	cmd := p.command()
-	if _, err := e.cfg.Proposer.Propose(ctx, fsm.PlanType, cmd); err != nil {
+	if _, err := e.propose(ctx, fsm.PlanType, cmd); err != nil {
 		return fmt.Errorf("proposing plan: %w", err)
 	}
 	log := e.log.With("app", cmd.GetApp())
@@ -191,7 +228,7 @@ func (e *Engine) ensureMeta(ctx context.Context, snap *fsm.Snapshot) error {
 	}
 	next.WorkerToken = "HMW-" + randomHex(32)
 	next.ManagerToken = "HMM-" + randomHex(32)
-	if _, err := e.cfg.Proposer.Propose(ctx, fsm.SetMetaType, &pb.SetMetaCmd{Meta: next}); err != nil {
+	if _, err := e.propose(ctx, fsm.SetMetaType, &pb.SetMetaCmd{Meta: next}); err != nil {
 		return fmt.Errorf("proposing cluster meta: %w", err)
 	}
 	e.log.Info("cluster meta created", "cluster_id", next.ClusterId)
@@ -235,7 +272,7 @@ func (e *Engine) syncManagers(ctx context.Context, snap *fsm.Snapshot, now time.
 			}
 		}
 		cmd := &pb.UpsertNodeCmd{Node: want}
-		if _, err := e.cfg.Proposer.Propose(ctx, fsm.UpsertNodeType, cmd); err != nil {
+		if _, err := e.propose(ctx, fsm.UpsertNodeType, cmd); err != nil {
 			errs = append(errs, fmt.Errorf("manager %q: %w", want.Name, err))
 			continue
 		}
@@ -335,7 +372,7 @@ func (e *Engine) checkWorkers(ctx context.Context, snap *fsm.Snapshot, now time.
 			continue
 		}
 		cmd := &pb.NodeStatusCmd{Name: n.GetName(), Status: status, At: now.UnixNano()}
-		if _, err := e.cfg.Proposer.Propose(ctx, fsm.NodeStatusType, cmd); err != nil {
+		if _, err := e.propose(ctx, fsm.NodeStatusType, cmd); err != nil {
 			errs = append(errs, fmt.Errorf("worker %q: %w", n.GetName(), err))
 			continue
 		}

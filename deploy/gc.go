@@ -56,7 +56,7 @@ func (e *Engine) collect(ctx context.Context, snap *fsm.Snapshot, now time.Time)
 
 	sort.Strings(ids)
 	cmd := &pb.DeleteTasksCmd{Ids: ids}
-	if _, err := e.cfg.Proposer.Propose(ctx, fsm.DeleteTasksType, cmd); err != nil {
+	if _, err := e.propose(ctx, fsm.DeleteTasksType, cmd); err != nil {
 		return fmt.Errorf("deleting %d tasks: %w", len(ids), err)
 	}
 	e.log.Debug("tasks deleted", "count", len(ids))
