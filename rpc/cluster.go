@@ -51,8 +51,7 @@ func (c *controlServer) ClusterStatus(ctx context.Context,
 func (s *Server) managerStatus(ctx context.Context, srv raftnode.Server) *pb.ManagerStatus {
 	var st *pb.ManagerStatus
 	if srv.Name == s.cfg.Name {
-		// Stats may be shared with the Raft node: copy before editing.
-		st = proto.Clone(s.cfg.Raft.Stats()).(*pb.ManagerStatus)
+		st = s.ownStatus()
 	} else {
 		st = s.peerStats(ctx, srv.Name)
 	}
@@ -65,6 +64,23 @@ func (s *Server) managerStatus(ctx context.Context, srv raftnode.Server) *pb.Man
 	st.Name = srv.Name
 	st.Address = srv.Address
 	st.Voter = srv.Voter
+	return st
+}
+
+// ownStatus is this manager's own view: Raft's stats and its rollout
+// engine's counters.
+func (s *Server) ownStatus() *pb.ManagerStatus {
+	st := &pb.ManagerStatus{}
+	if raftStats := s.cfg.Raft.Stats(); raftStats != nil {
+		// Stats may be shared with the Raft node: copy before editing.
+		st = proto.Clone(raftStats).(*pb.ManagerStatus)
+	}
+	if s.cfg.Engine != nil {
+		e := s.cfg.Engine()
+		st.EngineEnabled = e.Enabled
+		st.EngineSteps = e.Steps
+		st.EngineProposals = e.Proposals
+	}
 	return st
 }
 
@@ -98,9 +114,10 @@ type peerServer struct {
 	s *Server
 }
 
-// RaftStats returns this manager's own view of Raft.
+// RaftStats returns this manager's own view of Raft and of its rollout
+// engine.
 func (p *peerServer) RaftStats(ctx context.Context,
 	req *pb.RaftStatsRequest) (*pb.ManagerStatus, error) {
 
-	return p.s.cfg.Raft.Stats(), nil
+	return p.s.ownStatus(), nil
 }

@@ -926,8 +926,11 @@ func TestForwardingToLeaderNotInStore(t *testing.T) {
 }
 
 func TestClusterStatus(t *testing.T) {
-	leader := startManager(t, "m1", true)
-	follower := startManager(t, "m2", false)
+	engine := func(st deploy.Stats) func(*Config) {
+		return func(c *Config) { c.Engine = func() deploy.Stats { return st } }
+	}
+	leader := startManager(t, "m1", true, engine(deploy.Stats{Enabled: true, Steps: 7, Proposals: 3}))
+	follower := startManager(t, "m2", false, engine(deploy.Stats{Steps: 2, Proposals: 1}))
 	follower.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
 	leader.addManager(t, follower)
 	leader.raft.set(func(r *fakeRaft) {
@@ -952,6 +955,21 @@ func TestClusterStatus(t *testing.T) {
 	for _, st := range resp.Managers {
 		if st.State != want[st.Name] || !st.Voter || st.Address == "" {
 			t.Errorf("manager %v, want state %q, voter, with an address", st, want[st.Name])
+		}
+	}
+
+	// Each manager reports its own engine, the leader's own directly
+	// and the follower's over RaftStats; m3 did not answer.
+	wantEngine := map[string][3]uint64{"m1": {1, 7, 3}, "m2": {0, 2, 1}, "m3": {0, 0, 0}}
+	for _, st := range resp.Managers {
+		enabled := uint64(0)
+		if st.EngineEnabled {
+			enabled = 1
+		}
+		got := [3]uint64{enabled, st.EngineSteps, st.EngineProposals}
+		if got != wantEngine[st.Name] {
+			t.Errorf("manager %s: engine enabled/steps/proposals %v, want %v",
+				st.Name, got, wantEngine[st.Name])
 		}
 	}
 }

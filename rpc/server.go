@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hivemind-orch/hivemind/deploy"
 	"github.com/hivemind-orch/hivemind/fsm"
 	"github.com/hivemind-orch/hivemind/raftnode"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -64,6 +65,11 @@ type Config struct {
 	// election, before the new leader has recorded its own node. Nil:
 	// only the store is consulted.
 	PeerRPCAddr func(name string) (string, bool)
+	// Engine, when set, reports this manager's rollout engine; its
+	// values fill engine_enabled, engine_steps and engine_proposals of
+	// the manager's own status (cluster status, RaftStats). Nil: they
+	// stay zero.
+	Engine func() deploy.Stats
 
 	// RPCAddr and HTTPAddr are the ip:port to listen on; port 0 picks
 	// a free one (see Server.RPCAddr and Server.HTTPAddr).
