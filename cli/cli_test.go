@@ -160,7 +160,8 @@ func TestJSONOutput(t *testing.T) {
 	g.ok("GET /v1/cluster/status", &pb.ClusterStatusResponse{
 		Leader: "m1",
 		Managers: []*pb.ManagerStatus{
-			{Name: "m1", Address: "127.0.0.1:7072", State: "leader", Voter: true, Term: 4, AppliedIndex: 17},
+			{Name: "m1", Address: "127.0.0.1:7072", State: "leader", Voter: true, Term: 4, AppliedIndex: 17,
+				EngineEnabled: true, EngineSteps: 9, EngineProposals: 2},
 			{Name: "m2", Address: "127.0.0.2:7072", State: "follower", Voter: true, Term: 4, AppliedIndex: 16},
 		},
 	})
@@ -199,8 +200,10 @@ func TestJSONOutput(t *testing.T) {
 			name: "cluster status",
 			args: []string{"cluster", "status", "--addr", g.srv.URL, "-o", "json"},
 			want: `{"leader":"m1","managers":[
-				{"name":"m1","address":"127.0.0.1:7072","state":"leader","voter":true,"term":4,"applied_index":17},
-				{"name":"m2","address":"127.0.0.2:7072","state":"follower","voter":true,"term":4,"applied_index":16}]}`,
+				{"name":"m1","address":"127.0.0.1:7072","state":"leader","voter":true,"term":4,"applied_index":17,
+				 "engine_enabled":true,"engine_steps":9,"engine_proposals":2},
+				{"name":"m2","address":"127.0.0.2:7072","state":"follower","voter":true,"term":4,"applied_index":16,
+				 "engine_enabled":false,"engine_steps":0,"engine_proposals":0}]}`,
 		},
 		{
 			name: "node ls",
@@ -255,6 +258,17 @@ func TestTableOutput(t *testing.T) {
 		{Name: "w1", Role: pb.RoleWorker, Address: "127.0.0.2", Status: pb.NodeDraining},
 		{Name: "w2", Role: pb.RoleWorker, Address: "127.0.0.3", Status: pb.NodeDown},
 	}})
+
+	g.ok("GET /v1/cluster/status", &pb.ClusterStatusResponse{
+		Leader: "m2",
+		Managers: []*pb.ManagerStatus{
+			{Name: "m1", Address: "127.0.0.1:7072", State: "follower", Voter: true, Term: 5,
+				AppliedIndex: 30, EngineSteps: 40, EngineProposals: 6},
+			{Name: "m2", Address: "127.0.0.2:7072", State: "leader", Voter: true, Term: 5,
+				AppliedIndex: 30, EngineEnabled: true, EngineSteps: 12, EngineProposals: 3},
+			{Name: "m3", Address: "127.0.0.3:7072", State: "unreachable", Voter: true},
+		},
+	})
 
 	g.ok("GET /v1/apps/api", &pb.AppStatusResponse{
 		App: &pb.App{Name: "api", Version: 1, Versions: []*pb.AppVersion{
@@ -319,6 +333,18 @@ func TestTableOutput(t *testing.T) {
 			want: []string{
 				"NAME VERSION HEALTHY RUNNING IMAGE DEPLOYMENT",
 				"web 2 1/2 2 reg/web:v2 -",
+			},
+		},
+		{
+			name: "cluster status shows where the engine runs",
+			args: []string{"cluster", "status", "--addr", g.srv.URL},
+			want: []string{
+				"Leader: m2",
+				"",
+				"NAME ADDRESS STATE VOTER TERM APPLIED ENGINE",
+				"m1 127.0.0.1:7072 follower true 5 30 off",
+				"m2 127.0.0.2:7072 leader true 5 30 on",
+				"m3 127.0.0.3:7072 unreachable true 0 0 -",
 			},
 		},
 	}

@@ -168,8 +168,9 @@ type manager struct {
 
 // startManager builds and starts the parts in dependency order: the
 // state machine, gossip (Raft discovers the other managers there), Raft,
-// the API servers (which peers ask for Raft stats while bootstrapping),
-// and the rollout engine, switched on with leadership.
+// the rollout engine (off), the API servers (which peers ask for Raft
+// stats while bootstrapping), and last the leadership follower that
+// switches the engine on and off.
 func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 	m := &manager{log: log}
 	machine := fsm.New(log)
@@ -205,11 +206,17 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 		pool.RetryJoin(context.Background(), f.join)
 	}
 
+	// The engine is built (disabled) before the API, which reports its
+	// counters in this manager's status.
+	m.engine = deploy.New(deploy.Config{
+		Logger: log, Proposer: m.raft, Store: machine.State(), Liveness: pool,
+	})
 	m.rpc, err = rpc.New(rpc.Config{
 		Name: f.name, Logger: log, FSM: machine, Raft: m.raft,
 		RPCAddr:     hostPort(f.bind, f.rpcPort),
 		HTTPAddr:    hostPort(f.bind, f.httpPort),
 		PeerRPCAddr: disc.ManagerRPCAddr,
+		Engine:      m.engine.Stats,
 	})
 	if err == nil {
 		err = m.rpc.Start()
@@ -219,9 +226,6 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 		return nil, err
 	}
 
-	m.engine = deploy.New(deploy.Config{
-		Logger: log, Proposer: m.raft, Store: machine.State(), Liveness: pool,
-	})
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stopLeadership, m.leadershipDone = cancel, make(chan struct{})
 	lf := &leadershipFollower{raft: m.raft, engine: m.engine, log: log}

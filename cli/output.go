@@ -27,13 +27,19 @@ type clusterStatusJSON struct {
 	Managers []managerJSON `json:"managers"`
 }
 
+// managerJSON is one manager of clusterStatusJSON. The engine fields
+// are its rollout engine: whether it runs now (only on the leader) and
+// its passes and proposals since the process started.
 type managerJSON struct {
-	Name         string `json:"name"`
-	Address      string `json:"address"`
-	State        string `json:"state"`
-	Voter        bool   `json:"voter"`
-	Term         uint64 `json:"term"`
-	AppliedIndex uint64 `json:"applied_index"`
+	Name            string `json:"name"`
+	Address         string `json:"address"`
+	State           string `json:"state"`
+	Voter           bool   `json:"voter"`
+	Term            uint64 `json:"term"`
+	AppliedIndex    uint64 `json:"applied_index"`
+	EngineEnabled   bool   `json:"engine_enabled"`
+	EngineSteps     uint64 `json:"engine_steps"`
+	EngineProposals uint64 `json:"engine_proposals"`
 }
 
 // nodeJSON is one entry of `node ls -o json`.
@@ -98,6 +104,8 @@ func toClusterStatus(r *pb.ClusterStatusResponse) clusterStatusJSON {
 		out.Managers = append(out.Managers, managerJSON{
 			Name: m.GetName(), Address: m.GetAddress(), State: m.GetState(),
 			Voter: m.GetVoter(), Term: m.GetTerm(), AppliedIndex: m.GetAppliedIndex(),
+			EngineEnabled: m.GetEngineEnabled(), EngineSteps: m.GetEngineSteps(),
+			EngineProposals: m.GetEngineProposals(),
 		})
 	}
 	return out
@@ -199,12 +207,17 @@ func printClusterStatus(w io.Writer, s clusterStatusJSON) error {
 	fmt.Fprintf(w, "Leader: %s\n\n", orDash(s.Leader))
 	rows := make([][]string, 0, len(s.Managers))
 	for _, m := range s.Managers {
+		engine := "-"
+		if m.State != "unreachable" {
+			engine = engineState(m.EngineEnabled)
+		}
 		rows = append(rows, []string{
 			m.Name, m.Address, m.State, strconv.FormatBool(m.Voter),
-			fmt.Sprint(m.Term), fmt.Sprint(m.AppliedIndex),
+			fmt.Sprint(m.Term), fmt.Sprint(m.AppliedIndex), engine,
 		})
 	}
-	return table(w, []string{"NAME", "ADDRESS", "STATE", "VOTER", "TERM", "APPLIED"}, rows)
+	header := []string{"NAME", "ADDRESS", "STATE", "VOTER", "TERM", "APPLIED", "ENGINE"}
+	return table(w, header, rows)
 }
 
 func printNodes(w io.Writer, nodes []nodeJSON) error {

@@ -42,17 +42,22 @@ func raftCommand(co *clientOpts) *cli.Command {
 
 // peerJSON is one entry of `raft peers -o json`. Fields may be added.
 // LastContactNS is nanoseconds since the peer last heard from the
-// leader: 0 on the leader, -1 if never.
+// leader: 0 on the leader, -1 if never. The engine fields are the
+// peer's rollout engine: whether it runs now and its passes and
+// proposals since the process started.
 type peerJSON struct {
-	Name          string `json:"name"`
-	Address       string `json:"address"`
-	State         string `json:"state"`
-	Voter         bool   `json:"voter"`
-	Leader        bool   `json:"leader"`
-	Term          uint64 `json:"term"`
-	LastContactNS int64  `json:"last_contact_ns"`
-	AppliedIndex  uint64 `json:"applied_index"`
-	LastIndex     uint64 `json:"last_index"`
+	Name            string `json:"name"`
+	Address         string `json:"address"`
+	State           string `json:"state"`
+	Voter           bool   `json:"voter"`
+	Leader          bool   `json:"leader"`
+	Term            uint64 `json:"term"`
+	LastContactNS   int64  `json:"last_contact_ns"`
+	AppliedIndex    uint64 `json:"applied_index"`
+	LastIndex       uint64 `json:"last_index"`
+	EngineEnabled   bool   `json:"engine_enabled"`
+	EngineSteps     uint64 `json:"engine_steps"`
+	EngineProposals uint64 `json:"engine_proposals"`
 }
 
 func toPeers(r *pb.ClusterStatusResponse) []peerJSON {
@@ -63,6 +68,8 @@ func toPeers(r *pb.ClusterStatusResponse) []peerJSON {
 			Voter: m.GetVoter(), Leader: m.GetName() == r.GetLeader(),
 			Term: m.GetTerm(), LastContactNS: m.GetLastContact(),
 			AppliedIndex: m.GetAppliedIndex(), LastIndex: m.GetLastIndex(),
+			EngineEnabled: m.GetEngineEnabled(), EngineSteps: m.GetEngineSteps(),
+			EngineProposals: m.GetEngineProposals(),
 		})
 	}
 	return out
@@ -72,17 +79,28 @@ func printPeers(w io.Writer, peers []peerJSON) error {
 	rows := make([][]string, 0, len(peers))
 	for _, p := range peers {
 		row := []string{p.Name, p.Address, p.State, strconv.FormatBool(p.Voter),
-			"-", "-", "-"}
+			"-", "-", "-", "-", "-", "-"}
 		if p.State != "unreachable" {
 			row[4] = lastContact(p)
 			row[5] = fmt.Sprint(p.AppliedIndex)
 			row[6] = fmt.Sprint(p.LastIndex)
+			row[7] = engineState(p.EngineEnabled)
+			row[8] = fmt.Sprint(p.EngineSteps)
+			row[9] = fmt.Sprint(p.EngineProposals)
 		}
 		rows = append(rows, row)
 	}
 	header := []string{"NAME", "ADDRESS", "STATE", "VOTER", "LAST CONTACT",
-		"APPLIED", "LAST INDEX"}
+		"APPLIED", "LAST INDEX", "ENGINE", "STEPS", "PROPOSALS"}
 	return table(w, header, rows)
+}
+
+// engineState shows whether a manager's rollout engine runs.
+func engineState(enabled bool) string {
+	if enabled {
+		return "on"
+	}
+	return "off"
 }
 
 // lastContact shows how long ago a peer heard from the leader.

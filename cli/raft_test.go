@@ -14,9 +14,11 @@ func peersStatus() *pb.ClusterStatusResponse {
 		Leader: "m1",
 		Managers: []*pb.ManagerStatus{
 			{Name: "m1", Address: "127.0.0.1:7072", State: "leader", Voter: true,
-				Term: 3, AppliedIndex: 40, LastIndex: 41},
+				Term: 3, AppliedIndex: 40, LastIndex: 41,
+				EngineEnabled: true, EngineSteps: 120, EngineProposals: 14},
 			{Name: "m2", Address: "127.0.0.2:7072", State: "follower", Voter: true,
-				Term: 3, AppliedIndex: 39, LastIndex: 41, LastContact: int64(25 * time.Millisecond)},
+				Term: 3, AppliedIndex: 39, LastIndex: 41, LastContact: int64(25 * time.Millisecond),
+				EngineSteps: 31, EngineProposals: 5},
 			{Name: "m3", Address: "127.0.0.3:7072", State: "unreachable", Voter: true},
 		},
 	}
@@ -33,11 +35,14 @@ func TestRaftPeers(t *testing.T) {
 		}
 		jsonEq(t, out, `[
 		 {"name":"m1","address":"127.0.0.1:7072","state":"leader","voter":true,"leader":true,
-		  "term":3,"last_contact_ns":0,"applied_index":40,"last_index":41},
+		  "term":3,"last_contact_ns":0,"applied_index":40,"last_index":41,
+		  "engine_enabled":true,"engine_steps":120,"engine_proposals":14},
 		 {"name":"m2","address":"127.0.0.2:7072","state":"follower","voter":true,"leader":false,
-		  "term":3,"last_contact_ns":25000000,"applied_index":39,"last_index":41},
+		  "term":3,"last_contact_ns":25000000,"applied_index":39,"last_index":41,
+		  "engine_enabled":false,"engine_steps":31,"engine_proposals":5},
 		 {"name":"m3","address":"127.0.0.3:7072","state":"unreachable","voter":true,"leader":false,
-		  "term":0,"last_contact_ns":0,"applied_index":0,"last_index":0}]`)
+		  "term":0,"last_contact_ns":0,"applied_index":0,"last_index":0,
+		  "engine_enabled":false,"engine_steps":0,"engine_proposals":0}]`)
 	})
 
 	t.Run("table", func(t *testing.T) {
@@ -46,10 +51,10 @@ func TestRaftPeers(t *testing.T) {
 			t.Fatalf("raft peers: %v", err)
 		}
 		want := []string{
-			"NAME  ADDRESS         STATE        VOTER  LAST CONTACT  APPLIED  LAST INDEX",
-			"m1    127.0.0.1:7072  leader       true   -             40       41",
-			"m2    127.0.0.2:7072  follower     true   25ms          39       41",
-			"m3    127.0.0.3:7072  unreachable  true   -             -        -",
+			"NAME  ADDRESS         STATE        VOTER  LAST CONTACT  APPLIED  LAST INDEX  ENGINE  STEPS  PROPOSALS",
+			"m1    127.0.0.1:7072  leader       true   -             40       41          on      120    14",
+			"m2    127.0.0.2:7072  follower     true   25ms          39       41          off     31     5",
+			"m3    127.0.0.3:7072  unreachable  true   -             -        -           -       -      -",
 		}
 		got := strings.Split(strings.TrimRight(out, "\n"), "\n")
 		for i := range got {
