@@ -61,6 +61,11 @@ func managerCommand() *cli.Command {
 			&cli.IntFlag{Name: "snapshot-retain",
 				Value: raftnode.DefaultConfig().SnapshotRetain,
 				Usage: "snapshots kept on disk"},
+			&cli.Uint64Flag{Name: "snapshot-trailing-logs",
+				Value: raftnode.DefaultConfig().TrailingLogs,
+				Usage: "Raft log entries kept after a snapshot: a manager fewer " +
+					"entries behind catches up from the log, one further behind " +
+					"(or new, or with an emptied data dir) receives the whole snapshot"},
 			&cli.DurationFlag{Name: "dead-manager-cleanup",
 				Value: raftnode.DefaultConfig().DeadServerCleanup,
 				Usage: "remove a manager dead in gossip this long from the voters, " +
@@ -83,9 +88,10 @@ type managerFlags struct {
 
 // snapshotSettings are the manager's Raft snapshot flags.
 type snapshotSettings struct {
-	threshold uint64
-	interval  time.Duration
-	retain    int
+	threshold    uint64
+	interval     time.Duration
+	retain       int
+	trailingLogs uint64
 }
 
 // check refuses values raftnode would refuse, naming the flag.
@@ -106,6 +112,7 @@ func (s snapshotSettings) apply(rc *raftnode.Config) {
 	rc.SnapshotThreshold = s.threshold
 	rc.SnapshotInterval = s.interval
 	rc.SnapshotRetain = s.retain
+	rc.TrailingLogs = s.trailingLogs
 }
 
 func runManager(c *cli.Context) error {
@@ -123,9 +130,10 @@ func runManager(c *cli.Context) error {
 		bootstrapExpect: c.Int("bootstrap-expect"),
 		join:            splitList(c.StringSlice("join")),
 		snapshots: snapshotSettings{
-			threshold: c.Uint64("snapshot-threshold"),
-			interval:  c.Duration("snapshot-interval"),
-			retain:    c.Int("snapshot-retain"),
+			threshold:    c.Uint64("snapshot-threshold"),
+			interval:     c.Duration("snapshot-interval"),
+			retain:       c.Int("snapshot-retain"),
+			trailingLogs: c.Uint64("snapshot-trailing-logs"),
 		},
 		deadManagerCleanup: c.Duration("dead-manager-cleanup"),
 	}

@@ -30,16 +30,16 @@ func TestManagerSnapshotFlags(t *testing.T) {
 	}
 
 	t.Run("wired into the raft config", func(t *testing.T) {
-		s := snapshotSettings{threshold: 100, interval: time.Second, retain: 5}
+		s := snapshotSettings{threshold: 100, interval: time.Second, retain: 5, trailingLogs: 7}
 		if err := s.check(); err != nil {
 			t.Fatalf("check: %v", err)
 		}
 		rc := raftnode.DefaultConfig()
 		s.apply(&rc)
 		if rc.SnapshotThreshold != 100 || rc.SnapshotInterval != time.Second ||
-			rc.SnapshotRetain != 5 {
-			t.Fatalf("raft config threshold %d interval %s retain %d, want 100 1s 5",
-				rc.SnapshotThreshold, rc.SnapshotInterval, rc.SnapshotRetain)
+			rc.SnapshotRetain != 5 || rc.TrailingLogs != 7 {
+			t.Fatalf("raft config threshold %d interval %s retain %d trailing logs %d, want 100 1s 5 7",
+				rc.SnapshotThreshold, rc.SnapshotInterval, rc.SnapshotRetain, rc.TrailingLogs)
 		}
 	})
 
@@ -53,7 +53,7 @@ func TestManagerSnapshotFlags(t *testing.T) {
 		}
 		for name, want := range map[string]string{
 			"snapshot-threshold": "8192", "snapshot-interval": def.SnapshotInterval.String(),
-			"snapshot-retain": "2",
+			"snapshot-retain": "2", "snapshot-trailing-logs": "10240",
 		} {
 			if !strings.Contains(got[name], "(default: "+want+")") {
 				t.Errorf("flag %s: %q, want default %s", name, got[name], want)

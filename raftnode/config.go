@@ -18,6 +18,11 @@ const DefaultRaftPort = 7072
 // for a reboot or an upgrade, which come back on their own.
 const DefaultDeadServerCleanup = 5 * time.Minute
 
+// DefaultTrailingLogs is the number of log entries kept after a
+// snapshot: raft's own default, enough for a follower that was away for
+// a restart to catch up without a whole snapshot.
+const DefaultTrailingLogs = 10240
+
 // Sentinel errors returned by this package. Errors from raft itself
 // (raft.ErrNotLeader, raft.ErrLeadershipLost, raft.ErrRaftShutdown, ...)
 // come back wrapped with %w; compare them with errors.Is.
@@ -77,6 +82,11 @@ type Config struct {
 	SnapshotInterval time.Duration
 	// SnapshotRetain is the number of snapshots kept on disk.
 	SnapshotRetain int
+	// TrailingLogs is the number of log entries kept after a snapshot.
+	// A follower fewer entries behind catches up from the log; one
+	// further behind, or a manager that is new or lost its data dir,
+	// receives the whole snapshot instead. 0 keeps none.
+	TrailingLogs uint64
 
 	// Discovery lists the managers seen in gossip; nil means none but
 	// this node.
@@ -119,6 +129,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   30 * time.Second,
 		SnapshotRetain:     2,
+		TrailingLogs:       DefaultTrailingLogs,
 		DeadServerCleanup:  DefaultDeadServerCleanup,
 	}
 }
@@ -190,6 +201,7 @@ func (c Config) raftConfig(log hclog.Logger, notify chan bool) *raft.Config {
 	rc.CommitTimeout = c.CommitTimeout
 	rc.SnapshotThreshold = c.SnapshotThreshold
 	rc.SnapshotInterval = c.SnapshotInterval
+	rc.TrailingLogs = c.TrailingLogs
 	rc.Logger = log
 	rc.NotifyCh = notify
 	return rc
