@@ -201,6 +201,9 @@ type cluster struct {
 	nodes   map[string]*Node
 	fsms    map[string]*testFSM
 	trans   map[string]*raft.InmemTransport
+
+	// wrap, when set, wraps the transport of nodes started next.
+	wrap func(*raft.InmemTransport) raft.Transport
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -244,6 +247,9 @@ func (c *cluster) start(name string, expect int) *Node {
 	cfg.Discovery = c.disc
 	cfg.FSM = &testFSM{}
 	cfg.Transport = tr
+	if c.wrap != nil {
+		cfg.Transport = c.wrap(tr)
+	}
 	cfg.LogStore = raft.NewInmemStore()
 	cfg.StableStore = raft.NewInmemStore()
 	cfg.SnapshotStore = raft.NewInmemSnapshotStore()

@@ -47,6 +47,9 @@ type Node struct {
 	// reconciles counts the leader's reconcile passes, for tests.
 	reconciles atomic.Uint64
 
+	// reads is the state of ConsistentRead (read.go).
+	reads readState
+
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
 	shutdownErr  error
