@@ -37,14 +37,15 @@ type traffic struct {
 // cluster without a leader still routes traffic to its tasks.
 func (a *Agent) watchEndpoints(ctx context.Context, tr *traffic) {
 	bo := backoff{min: 50 * time.Millisecond, max: time.Second}
+	var unknown refusals
 	for {
 		addr := a.mgrs.order()[0]
-		err := a.endpointsAt(ctx, addr, tr, &bo)
+		err := a.endpointsAt(ctx, addr, tr, &bo, unknown.served)
 		if ctx.Err() != nil {
 			return
 		}
-		a.log.Warn("endpoints stream lost, serving the last set",
-			"manager", addr, "index", tr.served.index, "error", err)
+		unknown.log(a, "endpoints stream lost, serving the last set",
+			addr, err, "index", tr.served.index)
 		a.mgrs.failed(addr)
 		if !sleepCtx(ctx, bo.next()) {
 			return
@@ -52,9 +53,10 @@ func (a *Agent) watchEndpoints(ctx context.Context, tr *traffic) {
 	}
 }
 
-// endpointsAt reads one manager's endpoints stream until it breaks.
+// endpointsAt reads one manager's endpoints stream until it breaks,
+// calling received for every set.
 func (a *Agent) endpointsAt(ctx context.Context, addr string,
-	tr *traffic, bo *backoff) error {
+	tr *traffic, bo *backoff, received func()) error {
 	c, err := a.mgrs.client(addr)
 	if err != nil {
 		return err
@@ -77,6 +79,7 @@ func (a *Agent) endpointsAt(ctx context.Context, addr string,
 			return err
 		}
 		bo.reset()
+		received()
 		tr.serve(resp)
 	}
 }

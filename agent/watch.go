@@ -6,6 +6,9 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
@@ -19,16 +22,26 @@ var errStreamEnded = errors.New("assignment stream ended")
 //
 // The first list of every stream after the first one asks for a gossip
 // rejoin: if the managers restarted, their new pools do not know us.
+//
+// A manager whose state does not know this node refuses the stream
+// (NotFound): a new cluster started after every manager was lost, before
+// the backup is restored into it, or a replica that has not applied the
+// registration yet. The worker keeps what it runs and retries, as for any
+// other refusal, until a manager knows it.
 func (a *Agent) watch(ctx context.Context, out chan<- assignment) {
 	bo := backoff{min: 50 * time.Millisecond, max: time.Second}
 	opened := func() {} // the first stream follows the initial join
+	var unknown refusals
 	for {
 		addr := a.mgrs.order()[0]
-		err := a.watchAt(ctx, addr, out, &bo, opened)
+		err := a.watchAt(ctx, addr, out, &bo, func() {
+			unknown.served()
+			opened()
+		})
 		if ctx.Err() != nil {
 			return
 		}
-		a.log.Warn("assignment stream lost", "manager", addr, "error", err)
+		unknown.log(a, "assignment stream lost", addr, err)
 		a.mgrs.failed(addr)
 		opened = a.requestRejoin
 		if !sleepCtx(ctx, bo.next()) {
@@ -74,4 +87,31 @@ func (a *Agent) watchAt(ctx context.Context, addr string,
 			return ctx.Err()
 		}
 	}
+}
+
+// refusals keeps the log of a watcher readable while managers refuse this
+// node as unknown: the first refusal after a list or another error is a
+// warning, the ones that follow while the worker retries are debug lines.
+type refusals struct {
+	quiet bool
+}
+
+// served notes that a manager served a list.
+func (r *refusals) served() { r.quiet = false }
+
+// log logs why a stream to the manager at addr ended, with kv.
+func (r *refusals) log(a *Agent, msg, addr string, err error, kv ...any) {
+	kv = append([]any{"manager", addr, "error", err}, kv...)
+	if status.Code(err) != codes.NotFound {
+		r.quiet = false
+		a.log.Warn(msg, kv...)
+		return
+	}
+	if r.quiet {
+		a.log.Debug(msg, kv...)
+		return
+	}
+	r.quiet = true
+	a.log.Warn(msg+": the manager does not know this node; keeping "+
+		"every container and the last endpoint set until one does", kv...)
 }

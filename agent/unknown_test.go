@@ -1,0 +1,178 @@
+package agent
+
+import (
+	"fmt"
+	"net"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hivemind-orch/hivemind/internal/testutil"
+	"github.com/hivemind-orch/hivemind/rpc/pb"
+)
+
+// newClusterManager is a fakeManager whose streams can refuse the node as
+// unknown, as a manager of a new cluster does before the backup is
+// restored into it, and that streams lists with a count of restores. Its
+// own fields are guarded by the fakeManager's mutex.
+type newClusterManager struct {
+	*fakeManager
+
+	unknown  bool
+	restores uint64
+}
+
+// withNewClusterManager serves h.mgr through a newClusterManager and
+// makes the agent join that one.
+func withNewClusterManager(t *testing.T, out **newClusterManager) option {
+	return func(h *harness, c *Config) {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &newClusterManager{fakeManager: h.mgr}
+		s := grpc.NewServer()
+		pb.RegisterWorkerServer(s, m)
+		go func() { _ = s.Serve(lis) }() // ends with Stop below
+		t.Cleanup(s.Stop)
+		c.Join = []string{lis.Addr().String()}
+		*out = m
+	}
+}
+
+func (m *newClusterManager) refused(node string) error {
+	return status.Errorf(codes.NotFound,
+		"node %q: not a node of this cluster's state", node)
+}
+
+func (m *newClusterManager) Assignments(req *pb.AssignmentsRequest,
+	stream grpc.ServerStreamingServer[pb.AssignmentsResponse]) error {
+	m.mu.Lock()
+	m.streams++
+	m.mu.Unlock()
+	for {
+		m.mu.Lock()
+		if m.unknown {
+			m.mu.Unlock()
+			return m.refused(req.GetNode())
+		}
+		resp := &pb.AssignmentsResponse{Index: m.index, Restores: m.restores}
+		for _, t := range m.tasks {
+			resp.Tasks = append(resp.Tasks, proto.Clone(t).(*pb.Task))
+		}
+		changed, send := m.changed, m.assigned
+		m.mu.Unlock()
+
+		if send {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func (m *newClusterManager) Endpoints(req *pb.EndpointsRequest,
+	stream grpc.ServerStreamingServer[pb.EndpointsResponse]) error {
+	m.mu.Lock()
+	m.epsStreams++
+	m.mu.Unlock()
+	for {
+		m.mu.Lock()
+		if m.unknown {
+			m.mu.Unlock()
+			return m.refused(req.GetNode())
+		}
+		resp := &pb.EndpointsResponse{Index: m.index, Restores: m.restores}
+		changed := m.changed
+		m.mu.Unlock()
+
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+// become switches the manager to a new state: unknown refuses the node;
+// otherwise tasks are its list at (restores, index). Open streams break
+// or get the new list.
+func (m *newClusterManager) become(unknown bool, restores, index uint64,
+	tasks ...*pb.Task) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.unknown, m.restores = unknown, restores
+	m.tasks, m.index, m.assigned = tasks, index, true
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// streamsOpened counts the assignment and endpoint streams opened.
+func (m *newClusterManager) streamsOpened() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.streams + m.epsStreams
+}
+
+// Disaster recovery, seen from a worker that kept running while every
+// manager was lost: the new cluster on the same addresses does not know
+// it and refuses its streams, whatever its state's index; the worker
+// keeps every container and keeps asking. Once the backup is restored,
+// the restored list (one restore later, at an index below the one the
+// worker saw) is applied: the task of the backup is kept, not restarted,
+// and the container of a task made after the backup is stopped.
+func TestUnknownNodeKeepsContainersUntilRestore(t *testing.T) {
+	rt := newFakeRuntime()
+	var m *newClusterManager
+	h := startAgent(t, "secret", rt, withNewClusterManager(t, &m))
+
+	// The old cluster: two tasks, at a high index.
+	kept, late := task("kept"), task("late")
+	m.become(false, 0, 500, kept, late)
+	testutil.WaitFor(t, wait, h.mgr.hasReport("kept", pb.TaskRunning, true))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("late", pb.TaskRunning, true))
+
+	// Every manager lost; the new cluster, further on in its own log
+	// than the worker's last list, knows nothing of the worker.
+	m.become(true, 0, 900)
+	opened := m.streamsOpened()
+	testutil.WaitFor(t, wait, func() error {
+		if n := m.streamsOpened() - opened; n < 6 {
+			return fmt.Errorf("%d streams retried while the node is unknown, "+
+				"want 6", n)
+		}
+		return nil
+	})
+	for _, id := range []string{"kept", "late"} {
+		if !rt.has(id) || rt.called("stop "+id) || rt.called("remove "+id) {
+			t.Fatalf("container %s touched while the managers did not know "+
+				"the node: calls %v", id, rt.callList())
+		}
+	}
+
+	// The backup restored: it has kept and not late.
+	m.become(false, 1, 40, kept)
+	testutil.WaitFor(t, wait, func() error {
+		if rt.has("late") {
+			return fmt.Errorf("container late, made after the backup, "+
+				"still there; calls %v", rt.callList())
+		}
+		return nil
+	})
+	if !rt.has("kept") || rt.called("stop kept") ||
+		count(rt.callList(), "start kept") != 1 {
+		t.Errorf("task kept restarted or stopped by the restore: calls %v",
+			rt.callList())
+	}
+}
