@@ -4,8 +4,11 @@
 //
 // Control methods (except ClusterStatus), Worker.Register and Worker.Report
 // run on the Raft leader: a follower forwards them, with the caller's
-// deadline, to the leader's gRPC address. Reads are forwarded too, so a
-// client always sees its own writes. Worker.Assignments and
+// deadline, to the leader's gRPC address. Reads are forwarded too, and the
+// leader answers none of these methods before Raft confirms that it still
+// leads and has applied every earlier term's entries (ConsistentReader):
+// reads are linearizable, so no client reads a value older than a write
+// acknowledged before its read began. Worker.Assignments and
 // Worker.Endpoints are served from the local replica on any manager, so
 // workers keep their assignments, ingress and DNS while the cluster has no
 // leader.

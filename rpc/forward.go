@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path"
 	"strconv"
 	"sync"
 
@@ -44,18 +45,32 @@ var leaderOnly = map[string]func() proto.Message{
 	pb.Control_TransferLeadership_FullMethodName: func() proto.Message { return new(pb.TransferLeadershipResponse) },
 }
 
-// forwardUnary runs leader-only methods locally on the leader and
-// forwards them to the leader from a follower. The caller's deadline
-// travels with the context; the leader's status comes back unchanged.
+// forwardUnary runs leader-only methods on the leader and forwards them
+// to the leader from a follower. The caller's deadline travels with the
+// context; the leader's status comes back unchanged.
 //
-// TODO: reads on a freshly elected leader may miss entries committed by
-// the previous term until its barrier; a read index would close that gap.
+// On the leader a method runs only after consistentRead, so that what it
+// reads from the store is linearizable: a leader that a partition has
+// deposed without its knowing, or one elected a moment ago that has not
+// applied the previous term's entries, answers Unavailable instead of
+// stale data. A leader that finds another has replaced it forwards the
+// call there instead, unless the call was forwarded already.
 func (s *Server) forwardUnary(ctx context.Context, req any,
 	info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 
 	newResp, ok := leaderOnly[info.FullMethod]
-	if !ok || s.cfg.Raft.IsLeader() {
+	if !ok {
 		return handler(ctx, req)
+	}
+	if s.cfg.Raft.IsLeader() {
+		err := s.consistentRead(ctx)
+		if err == nil {
+			return handler(ctx, req)
+		}
+		if !s.canForward(ctx) {
+			return nil, toStatus(fmt.Errorf("%s: %w", path.Base(info.FullMethod), err))
+		}
+		s.log.Debug("consistent read failed, forwarding", "method", info.FullMethod, "error", err)
 	}
 	if by := forwardedBy(ctx); by != "" {
 		err := fmt.Errorf("%w: %s forwarded by %q reached follower %q",
@@ -74,6 +89,17 @@ func (s *Server) forwardUnary(ctx context.Context, req any,
 		return nil, err
 	}
 	return resp, nil
+}
+
+// canForward reports whether a call this manager cannot answer as leader
+// may go to another leader: it was not forwarded here, and this manager
+// knows a leader other than itself.
+func (s *Server) canForward(ctx context.Context) bool {
+	if forwardedBy(ctx) != "" || s.cfg.Raft.IsLeader() {
+		return false
+	}
+	name, _ := s.cfg.Raft.Leader()
+	return name != "" && name != s.cfg.Name
 }
 
 func forwardedBy(ctx context.Context) string {
