@@ -11,7 +11,10 @@
 //     min_healthy_time 2s;
 //   - throughput: Raft writes (`app scale` over HTTP) by concurrent clients;
 //   - ingress:    HTTP through a worker's ingress against straight to a
-//     task, with wrk, alternating (goal of issue 3).
+//     task, with wrk, alternating (goal of issue 3);
+//   - kills:      SIGKILL of the leader, 20 times on an idle and 20 on a
+//     busy cluster, until a new leader and until the first write after
+//     the kill is acknowledged (p50, p99).
 //
 // It stops everything it started, containers included, at the end, on
 // failure and on Ctrl-C. It asserts nothing: it reports.
@@ -38,11 +41,12 @@ import (
 )
 
 // benchNames lists the benchmarks in the order they run.
-var benchNames = []string{"deploy", "rolling", "failover", "rollback", "throughput", "ingress"}
+var benchNames = []string{"deploy", "rolling", "failover", "rollback", "throughput", "ingress", "kills"}
 
 type options struct {
 	binary   string
 	runs     int
+	kills    int
 	only     map[string]bool
 	duration time.Duration
 	clients  []int
@@ -70,6 +74,7 @@ func parseFlags() (*options, error) {
 	o := &options{}
 	flag.StringVar(&o.binary, "hivemind", "bin/hivemind", "path to the hivemind binary")
 	flag.IntVar(&o.runs, "runs", 5, "runs of deploy, rolling and failover")
+	flag.IntVar(&o.kills, "kills", 20, "leader kills of the kills benchmark, on the idle and again on the busy cluster")
 	only := flag.String("only", "", "run only these benchmarks, comma-separated: "+
 		strings.Join(benchNames, ", "))
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each throughput run and of each wrk run of the ingress benchmark")
@@ -82,6 +87,9 @@ func parseFlags() (*options, error) {
 
 	if o.runs < 1 {
 		return nil, fmt.Errorf("--runs %d: must be at least 1", o.runs)
+	}
+	if o.kills < 1 {
+		return nil, fmt.Errorf("--kills %d: must be at least 1", o.kills)
 	}
 	o.only = map[string]bool{}
 	for _, n := range strings.Split(*only, ",") {
@@ -221,6 +229,8 @@ func (b *bench) runAll() error {
 			err = b.benchThroughput()
 		case "ingress":
 			err = b.benchIngress()
+		case "kills":
+			err = b.benchKills()
 		}
 		b.note("%s: load average at end %s", name, loadAvg())
 		if err != nil {
