@@ -3,13 +3,17 @@ package agent
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hivemind-orch/hivemind/gossip"
 	"github.com/hivemind-orch/hivemind/internal/testutil"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
@@ -20,6 +24,8 @@ import (
 // own fields are guarded by the fakeManager's mutex.
 type newClusterManager struct {
 	*fakeManager
+
+	listen string // its gRPC address
 
 	unknown  bool
 	restores uint64
@@ -39,9 +45,13 @@ func withNewClusterManager(t *testing.T, out **newClusterManager) option {
 		go func() { _ = s.Serve(lis) }() // ends with Stop below
 		t.Cleanup(s.Stop)
 		c.Join = []string{lis.Addr().String()}
+		m.listen = lis.Addr().String()
 		*out = m
 	}
 }
+
+// addr is the manager's gRPC address.
+func (m *newClusterManager) listenAddr() string { return m.listen }
 
 func (m *newClusterManager) refused(node string) error {
 	return status.Errorf(codes.NotFound,
@@ -175,4 +185,69 @@ func TestUnknownNodeKeepsContainersUntilRestore(t *testing.T) {
 		t.Errorf("task kept restarted or stopped by the restore: calls %v",
 			rt.callList())
 	}
+}
+
+// startPoolFor starts the gossip pool of a manager called name on port
+// (0: a free one), advertising rpcAddr as its gRPC address.
+func startPoolFor(t *testing.T, name, rpcAddr string, port int) *gossip.Pool {
+	t.Helper()
+	_, p, _ := net.SplitHostPort(rpcAddr)
+	rpcPort, _ := strconv.Atoi(p)
+	mp, err := gossip.New(gossip.Config{
+		Name:     name,
+		BindAddr: "127.0.0.1",
+		Port:     port,
+		Meta: gossip.Meta{Role: pb.RoleManager, Name: name,
+			Address: "127.0.0.1", RPCPort: rpcPort},
+		Logger: testutil.Logger(t, hclog.Debug).Named(name),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mp.Shutdown() })
+	return mp
+}
+
+// A new cluster's manager on the old one's address and name answers the
+// pings of the worker's pool, which then never sees it go, and its own
+// pool does not know the worker: nothing but a rejoin merges them. The
+// worker refused as unknown asks for one, so that once the backup is
+// restored the leader sees it alive in gossip and does not call it down.
+func TestUnknownNodeRejoinsGossip(t *testing.T) {
+	var m *newClusterManager
+	var first *gossip.Pool
+	h := startAgent(t, "secret", newFakeRuntime(), withRealGossip,
+		withNewClusterManager(t, &m), func(h *harness, c *Config) {
+			first = startPoolFor(t, "m1", c.Join[0], 0)
+			_, p, _ := net.SplitHostPort(c.Join[0])
+			rpcPort, _ := strconv.Atoi(p)
+			h.mgr.managers = []*pb.ManagerAddress{{Name: "m1",
+				Address: "127.0.0.1", RpcPort: int32(rpcPort),
+				GossipPort: int32(first.Port())}}
+		})
+	wp := <-h.real
+	testutil.WaitFor(t, wait, managerAlive(wp, true))
+	m.become(false, 0, 500, task("t1"))
+	testutil.WaitFor(t, wait, h.mgr.hasReport("t1", pb.TaskRunning, true))
+	// Past the few gossip rounds in which the worker re-sends its own
+	// join, which would otherwise introduce it to the new pool.
+	testutil.WaitFor(t, wait, aliveFor(wp, time.Second))
+
+	// Every manager lost; the new one comes up on the same address
+	// before the worker's pool has called the old one dead.
+	if err := first.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	second := startPoolFor(t, "m1", m.listenAddr(), first.Port())
+	m.become(true, 0, 900)
+
+	testutil.WaitFor(t, wait, func() error {
+		for _, mem := range second.Members() {
+			if mem.Meta.Name == "w1" && mem.Alive {
+				return nil
+			}
+		}
+		return fmt.Errorf("the new cluster's manager does not see w1 "+
+			"alive in gossip: %+v", second.Members())
+	})
 }

@@ -27,7 +27,13 @@ var errStreamEnded = errors.New("assignment stream ended")
 // (NotFound): a new cluster started after every manager was lost, before
 // the backup is restored into it, or a replica that has not applied the
 // registration yet. The worker keeps what it runs and retries, as for any
-// other refusal, until a manager knows it.
+// other refusal, until a manager knows it. It also asks for a gossip
+// rejoin, at once and then every unknownRejoinEvery: the new cluster's
+// managers answer on the old ones' addresses under their names, so this
+// worker's pool may never have seen them go, and their pools do not know
+// the worker. Once a restore makes it a node of theirs, a leader that
+// did not see it alive in gossip would call it down and replace its
+// tasks.
 func (a *Agent) watch(ctx context.Context, out chan<- assignment) {
 	bo := backoff{min: 50 * time.Millisecond, max: time.Second}
 	opened := func() {} // the first stream follows the initial join
@@ -41,7 +47,10 @@ func (a *Agent) watch(ctx context.Context, out chan<- assignment) {
 		if ctx.Err() != nil {
 			return
 		}
-		unknown.log(a, "assignment stream lost", addr, err)
+		if unknown.log(a, "assignment stream lost", addr, err) &&
+			unknown.rejoinDue(time.Now()) {
+			a.requestRejoin()
+		}
 		a.mgrs.failed(addr)
 		opened = a.requestRejoin
 		if !sleepCtx(ctx, bo.next()) {
@@ -89,29 +98,47 @@ func (a *Agent) watchAt(ctx context.Context, addr string,
 	}
 }
 
-// refusals keeps the log of a watcher readable while managers refuse this
-// node as unknown: the first refusal after a list or another error is a
-// warning, the ones that follow while the worker retries are debug lines.
+// unknownRejoinEvery is how often a worker that managers keep refusing
+// as unknown joins their gossip pool again.
+const unknownRejoinEvery = 10 * time.Second
+
+// refusals follows a watcher's streams refused because the manager does
+// not know this node. It keeps the log readable: the first refusal after
+// a list or another error is a warning, the ones that follow while the
+// worker retries are debug lines.
 type refusals struct {
-	quiet bool
+	quiet    bool
+	rejoined time.Time // the last gossip rejoin asked for, zero if none
 }
 
 // served notes that a manager served a list.
-func (r *refusals) served() { r.quiet = false }
+func (r *refusals) served() { r.quiet, r.rejoined = false, time.Time{} }
 
-// log logs why a stream to the manager at addr ended, with kv.
-func (r *refusals) log(a *Agent, msg, addr string, err error, kv ...any) {
+// log logs why a stream to the manager at addr ended, with kv, and
+// reports whether the manager refused this node as unknown.
+func (r *refusals) log(a *Agent, msg, addr string, err error, kv ...any) bool {
 	kv = append([]any{"manager", addr, "error", err}, kv...)
 	if status.Code(err) != codes.NotFound {
 		r.quiet = false
 		a.log.Warn(msg, kv...)
-		return
+		return false
 	}
 	if r.quiet {
 		a.log.Debug(msg, kv...)
-		return
+		return true
 	}
 	r.quiet = true
 	a.log.Warn(msg+": the manager does not know this node; keeping "+
 		"every container and the last endpoint set until one does", kv...)
+	return true
+}
+
+// rejoinDue reports whether a gossip rejoin is due at now, and if so
+// notes it as asked for.
+func (r *refusals) rejoinDue(now time.Time) bool {
+	if !r.rejoined.IsZero() && now.Sub(r.rejoined) < unknownRejoinEvery {
+		return false
+	}
+	r.rejoined = now
+	return true
 }
