@@ -11,8 +11,8 @@ import (
 )
 
 // defaultApplyTimeout bounds enqueuing an entry when ctx has no
-// deadline.
-const defaultApplyTimeout = 10 * time.Second
+// deadline. A variable for tests.
+var defaultApplyTimeout = 10 * time.Second
 
 // Apply appends data to the log and waits until this node's FSM has
 // applied it or ctx ends. It returns the entry's index and, when the

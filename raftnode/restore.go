@@ -13,15 +13,28 @@ import (
 // restore: the leader restores its FSM, the log index jumps past the
 // current one, and every follower installs the snapshot. It must run
 // on the leader (else raft.ErrNotLeader, wrapped) and returns once a
-// no-op entry after the restore has committed. ctx's deadline bounds
-// the enqueueing, as for Apply.
+// no-op entry after the restore has committed, or when ctx ends (the
+// restore may then still complete, or fail reading r).
+//
+// A restore takes as long as its size needs, so only ctx bounds it.
+// Raft gets no timeout of its own: it runs one timer over the
+// enqueueing, the restore and the no-op after it, so a restore slower
+// than that timeout may be reported failed after it has replaced the
+// state.
 func (n *Node) Restore(ctx context.Context, r io.Reader, size int64) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("raft restore: %w", err)
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: size}
-	if err := n.raft.Restore(meta, r, timeoutOf(ctx)); err != nil {
-		return fmt.Errorf("raft restore: %w", err)
+	done := make(chan error, 1)
+	go func() { done <- n.raft.Restore(meta, r, 0) }()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("raft restore: %w", ctx.Err())
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("raft restore: %w", err)
+		}
 	}
 	n.log.Info("restored user snapshot", "bytes", size,
 		"index", n.raft.AppliedIndex())

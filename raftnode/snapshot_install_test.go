@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -161,5 +162,65 @@ func TestWipedNodeInstallsSnapshot(t *testing.T) {
 				t.Errorf("wiped %s: snapshot of %d bytes, want at least %d", wiped, metas[0].Size, want)
 			}
 		})
+	}
+}
+
+// slowRestoreFSM is a testFSM whose Restore takes delay.
+type slowRestoreFSM struct {
+	*testFSM
+	delay time.Duration
+}
+
+func (f *slowRestoreFSM) Restore(rc io.ReadCloser) error {
+	time.Sleep(f.delay) // the work of restoring a large state
+	return f.testFSM.Restore(rc)
+}
+
+// TestRestoreSlowerThanApplyTimeout restores, on a cluster of one, a
+// snapshot whose FSM restore takes longer than the apply timeout: the
+// restore succeeds and says so. Raft's own timer, had it been given
+// the apply timeout, would fire during the restore and fail the no-op
+// after it about every other time.
+func TestRestoreSlowerThanApplyTimeout(t *testing.T) {
+	old := defaultApplyTimeout
+	defaultApplyTimeout = 50 * time.Millisecond
+	t.Cleanup(func() { defaultApplyTimeout = old })
+
+	cfg := testConfig(t, "n1")
+	_, tr := raft.NewInmemTransport("mem-n1")
+	f := &slowRestoreFSM{testFSM: &testFSM{}, delay: 200 * time.Millisecond}
+	cfg.FSM, cfg.Transport = f, tr
+	cfg.LogStore, cfg.StableStore = raft.NewInmemStore(), raft.NewInmemStore()
+	cfg.SnapshotStore = raft.NewInmemSnapshotStore()
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Shutdown() })
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if !n.IsLeader() {
+			return fmt.Errorf("n1 is not leader of its cluster of one yet")
+		}
+		return nil
+	})
+
+	for i := range 6 {
+		saved := &testFSM{entries: []string{fmt.Sprintf("saved-%d", i)}}
+		snap, err := saved.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sink bufSink
+		if err := snap.Persist(&sink); err != nil {
+			t.Fatal(err)
+		}
+		err = n.Restore(t.Context(), bytes.NewReader(sink.Bytes()), int64(sink.Len()))
+		if err != nil {
+			t.Fatalf("restore %d, taking %s against an apply timeout of %s: %v",
+				i, f.delay, defaultApplyTimeout, err)
+		}
+		if got := f.list(); len(got) != 1 || got[0] != saved.entries[0] {
+			t.Fatalf("restore %d: state %v, want %v", i, got, saved.entries)
+		}
 	}
 }
