@@ -58,6 +58,9 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "recovery" {
+		os.Exit(recoveryMain(os.Args[2:])) // go run ./bench recovery: bench/recovery.go
+	}
 	opts, err := parseFlags()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
