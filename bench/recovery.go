@@ -36,7 +36,10 @@ import (
 // (SIGKILL), removes its data dir and starts it again with the same
 // flags, and measures from that start until the manager's own applied
 // index reaches the leader's (its cluster status, polled every 25ms),
-// and until its log says the snapshot was installed.
+// and until its log says the snapshot was installed. With --down the
+// manager stays down that long before its start: the leader's retries
+// to an unreachable follower back off up to about 10s (raft's
+// replication backoff), which a quick restart does not show.
 
 const (
 	recoverySubnet = 78
@@ -60,6 +63,7 @@ func recoveryMain(args []string) int {
 	sizes := fs.String("sizes", "10,50", "state sizes in MiB, comma-separated, increasing")
 	fs.IntVar(&o.subnet, "subnet", recoverySubnet, "the cluster runs on 127.0.SUBNET.x")
 	fs.BoolVar(&o.verbose, "v", false, "also print the harness's progress lines")
+	down := fs.Duration("down", 0, "how long a wiped manager stays down before it starts again")
 	fs.BoolVar(&o.keep, "keep", false, "keep the run directory (logs, data dirs) after stopping")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -108,7 +112,7 @@ func recoveryMain(args []string) int {
 	}()
 
 	printMachine(o, sum)
-	r := &recovery{b: b, conns: map[string]*grpc.ClientConn{}}
+	r := &recovery{b: b, down: *down, conns: map[string]*grpc.ClientConn{}}
 	err = r.run(mibs)
 	r.close()
 	if err != nil {
@@ -127,7 +131,8 @@ func recoveryMain(args []string) int {
 // recovery is the state of the recovery benchmark.
 type recovery struct {
 	b     *bench
-	apps  int // big apps written so far
+	down  time.Duration // a wiped manager's time down before its start
+	apps  int           // big apps written so far
 	conns map[string]*grpc.ClientConn
 	next  int // the follower wiped next, by position among followers
 }
@@ -156,7 +161,7 @@ func (r *recovery) run(mibs []int) error {
 			total = append(total, secs(d))
 			installed = append(installed, secs(inst))
 		}
-		what := fmt.Sprintf("%d MiB of state (snapshot %.1f MB)", mib, float64(size)/1e6)
+		what := fmt.Sprintf("%d MiB of state (snapshot %.1f MB), down %s", mib, float64(size)/1e6, r.down)
 		b.add(row{bench: "recovery", what: what + ": start of a wiped manager until its log says the snapshot is installed",
 			samples: installed})
 		b.add(row{bench: "recovery", what: what + ": start of a wiped manager until its applied index is the leader's",
@@ -266,6 +271,7 @@ func (r *recovery) wipeOnce() (total, installed time.Duration, name string, err 
 	if err := b.c.Wipe(name); err != nil {
 		return 0, 0, name, err
 	}
+	time.Sleep(r.down) // the time it takes to replace a disk
 	t0 := time.Now()
 	if err := b.c.Restart(name); err != nil {
 		return 0, 0, name, err
