@@ -139,6 +139,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Ingress and DNS serve nothing until the first endpoint set; the
 	// DNS port is bound first so that gossip and Register advertise it.
 	rep := newReporter(a.cfg.Name, a.mgrs, a.cfg.ReportInterval, a.log)
+	rep.recovered = a.requestRejoin
 	tr, err := a.openTraffic(rep)
 	if err != nil {
 		return err
@@ -371,7 +372,8 @@ func (a *Agent) followManagers(ctx context.Context, p pool) {
 
 // rejoinManagers joins the managers' gossip addresses again while the
 // pool has seen no alive manager for rejoinAfter, every probe interval
-// until one is back, and whenever requestRejoin asks.
+// until one is back, whenever requestRejoin asks, and whenever a manager
+// it saw dead is alive again (see managersBack).
 //
 // Without it, a worker whose managers were all restarted stays in a
 // pool of its own: the restarted managers join only each other, and the
@@ -385,6 +387,7 @@ func (a *Agent) rejoinManagers(ctx context.Context, p pool, seeds []string) {
 
 	var noneSince time.Time // zero while a manager is alive
 	warned := false         // once per episode without one
+	var back comebacks
 	for {
 		select {
 		case <-ctx.Done():
@@ -398,7 +401,11 @@ func (a *Agent) rejoinManagers(ctx context.Context, p pool, seeds []string) {
 		case <-t.C:
 		}
 
-		addrs, alive := managerGossipAddrs(p.Members(), seeds)
+		members := p.Members()
+		addrs, alive := managerGossipAddrs(members, seeds)
+		if returned := back.update(members); len(returned) > 0 {
+			a.managersBack(p, returned, addrs)
+		}
 		switch {
 		case alive:
 			if warned {
@@ -424,6 +431,10 @@ func (a *Agent) rejoinManagers(ctx context.Context, p pool, seeds []string) {
 // requestRejoin asks rejoinManagers to join the managers' gossip now. The
 // watcher calls it when an assignment stream opens after one broke: the
 // managers may have restarted with pools that do not know this worker.
+// The reporter calls it when reports go through again after failing: a
+// partition that healed leaves the managers' pools holding this worker
+// dead, and memberlist would tell it only at its next push-pull, up to
+// 30s later, while a leader keeps it down.
 func (a *Agent) requestRejoin() {
 	select {
 	case a.rejoin <- struct{}{}:

@@ -34,6 +34,14 @@ type reporter struct {
 	served  uint64                    // endpoints index served, 0 if none
 	sendIdx bool                      // served not yet sent since it changed
 	kick    chan struct{}
+
+	// recovered, if set, is called from run when a request goes through
+	// after one or more failed: the managers are reachable again, after
+	// a partition say, and their gossip pools may hold this worker dead
+	// without its knowing (see Agent.requestRejoin). The full report
+	// every interval makes sure a partition longer than that fails a
+	// request.
+	recovered func()
 }
 
 func newReporter(node string, mgrs *managers, interval time.Duration,
@@ -134,6 +142,7 @@ func (r *reporter) run(ctx context.Context) {
 	bo := backoff{min: 100 * time.Millisecond, max: time.Second}
 	var retry <-chan time.Time
 	var last time.Time
+	failing := false // the last request failed
 
 	for {
 		all := false
@@ -164,9 +173,15 @@ func (r *reporter) run(ctx context.Context) {
 				"error", err)
 			r.requeue(batch, index)
 			retry = time.After(bo.next())
+			failing = true
 			continue
 		}
 		bo.reset()
+		if failing && r.recovered != nil {
+			r.log.Info("reports go through again", "reports", len(batch))
+			r.recovered()
+		}
+		failing = false
 	}
 }
 
