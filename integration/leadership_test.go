@@ -1,0 +1,458 @@
+package integration
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hivemind-orch/hivemind/internal/cluster"
+)
+
+// Loopback subnets of the leadership fault tests' own clusters.
+const (
+	leadershipSubnet = 19
+	loseTwoSubnet    = 20
+)
+
+// engineWindow is how long the followers' engines are watched standing
+// still after leadership has moved.
+const engineWindow = 3 * time.Second
+
+// Issue 4, fault tests: leadership moves three times during a rolling
+// update, each time to another manager with `raft transfer-leadership`.
+// After the moves only the leader's rollout engine runs: over a window,
+// every follower reports its engine off and its steps and proposals
+// standing still while the leader's steps go on. The rollout finishes
+// with every replacement placed once (exactly replicas v2 tasks ever
+// seen) and its completion recorded once (one "deployment finished" log
+// line over all managers). It ends with exactly the replicas running in
+// the workers' containerds, no task twice, and every acknowledged write
+// (one app deployed after each move) in every manager's replica.
+func TestLeadershipMovesThreeTimes(t *testing.T) {
+	t.Parallel()
+	c := startOwnCluster(t, 3, 2, leadershipSubnet)
+
+	web := cluster.WebApp{Name: "moves", Image: c.Image("v1"), Replicas: 4,
+		BatchSize: 1, MinHealthyTime: "3s"}
+	deploy(t, c, web.YAML())
+	waitSettled(t, c, web.Name, 1, 60*time.Second)
+
+	// The moves start with the first replacement placed; with batches
+	// of one held for min_healthy_time the rollout outlasts them.
+	web.Image = c.Image("v2")
+	watch := watchRollout(c, web.Name)
+	deploy(t, c, web.YAML())
+	acked := []acknowledgedApp{{web, 2, "v2"}}
+	waitPlaced(t, c, web.Name, 2, 1)
+
+	leader, err := c.WaitLeader(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		to := nextManager(c, leader)
+		moved := time.Now()
+		if err := c.MoveLeadership(to, 60*time.Second); err != nil {
+			t.Fatalf("move %d: %v", i, err)
+		}
+		t.Logf("move %d: leadership %s -> %s in %s", i, leader, to, since(moved))
+		leader = to
+
+		st, err := c.AppStatus(web.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := st.Deployment; d == nil || d.Status != "running" {
+			t.Fatalf("after move %d the rollout of %s is no longer running (%+v): "+
+				"the moves did not span it", i, web.Name, d)
+		}
+
+		// A write acknowledged right after the move.
+		ack := cluster.WebApp{Name: fmt.Sprintf("moves-ack%d", i),
+			Image: c.Image("v1"), Replicas: 1}
+		deploy(t, c, ack.YAML())
+		acked = append(acked, acknowledgedApp{ack, 1, "v1"})
+
+		// The rollout goes on under this leader before the next move.
+		waitPlaced(t, c, web.Name, 2, i+1)
+	}
+
+	watchEngines(t, c, leader)
+
+	final := waitSettled(t, c, web.Name, 2, 90*time.Second)
+	seen := watch.finish()
+	d := waitDeployment(t, c, web.Name, 10*time.Second)
+	if d.Status != "successful" {
+		t.Errorf("deployment %s: %q (%s), want successful", d.ID, d.Status, d.Description)
+	}
+	if n := len(seen[2]); n != web.Replicas {
+		t.Errorf("%d v2 tasks were seen during the rollout, want %d (placed twice?): %v",
+			n, web.Replicas, sortedIDs(seen[2]))
+	}
+	if n := len(final.Live()); n != web.Replicas {
+		t.Errorf("%d live tasks of %s at the end, want %d", n, web.Name, web.Replicas)
+	}
+	checkFinishedOnce(t, c, d.ID)
+	checkStartedOnce(t, c, web.Image, web.Replicas)
+	logEngines(t, c, leader)
+
+	checkAcknowledged(t, c, acked)
+}
+
+// Issue 4, fault tests: a cluster of five managers loses two of them,
+// the leader among them, to SIGKILL in the middle of a rolling update.
+// The three left elect a leader and finish the deployment (successful,
+// every replica on v2 and answering with its version, each replacement
+// placed once); a write to them is acknowledged meanwhile. The two come
+// back on their data dirs and catch up: followers with the leader's
+// applied index and every acknowledged write in their own replica, their
+// engines off. It ends with exactly the replicas running in the workers'
+// containerds, no task twice, and every acknowledged write present.
+func TestFiveManagersLoseTwo(t *testing.T) {
+	t.Parallel()
+	c := startOwnCluster(t, 5, 2, loseTwoSubnet)
+
+	web := cluster.WebApp{Name: "five", Image: c.Image("v1"), Replicas: 4,
+		BatchSize: 1, MinHealthyTime: "2s"}
+	deploy(t, c, web.YAML())
+	waitSettled(t, c, web.Name, 1, 60*time.Second)
+
+	web.Image = c.Image("v2")
+	watch := watchRollout(c, web.Name)
+	deploy(t, c, web.YAML())
+	acked := []acknowledgedApp{{web, 2, "v2"}}
+	firstHealthy(t, c, web.Name, 2)
+
+	// The leader and the last other manager in name order.
+	leader, err := c.Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victims := []string{leader}
+	managers := c.Managers()
+	for i := len(managers) - 1; i >= 0; i-- {
+		if managers[i].Name != leader {
+			victims = append(victims, managers[i].Name)
+			break
+		}
+	}
+	st, err := c.AppStatus(web.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := st.Deployment; d == nil || d.Status != "running" {
+		t.Fatalf("the rollout of %s finished before the kill (%+v)", web.Name, d)
+	}
+	for _, v := range victims {
+		if err := c.Kill(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	killed := time.Now()
+	newLeader, err := c.WaitLeader(30 * time.Second)
+	if err != nil {
+		t.Fatalf("no leader among the three left after killing %v: %v", victims, err)
+	}
+	t.Logf("killed %v mid-rollout; %s leads after %s", victims, newLeader, since(killed))
+
+	// A write the three acknowledge while two are down.
+	ack := cluster.WebApp{Name: "five-ack", Image: c.Image("v1"), Replicas: 1}
+	deploy(t, c, ack.YAML())
+	acked = append(acked, acknowledgedApp{ack, 1, "v1"})
+
+	final := waitSettled(t, c, web.Name, 2, 90*time.Second)
+	seen := watch.finish()
+	d := waitDeployment(t, c, web.Name, 10*time.Second)
+	if d.Status != "successful" {
+		t.Errorf("deployment %s: %q (%s), want successful", d.ID, d.Status, d.Description)
+	}
+	if n := len(seen[2]); n != web.Replicas {
+		t.Errorf("%d v2 tasks were seen during the rollout, want %d (placed twice?): %v",
+			n, web.Replicas, sortedIDs(seen[2]))
+	}
+	if n := len(final.Live()); n != web.Replicas {
+		t.Errorf("%d live tasks of %s at the end, want %d", n, web.Name, web.Replicas)
+	}
+	waitAnswers(t, c, web.Name, "v2", 30*time.Second)
+	t.Logf("the three left finished the rollout %s after the kill", since(killed))
+
+	// The two come back and catch up with the leader.
+	for _, v := range victims {
+		if err := c.Restart(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restarted := time.Now()
+	leader, err = c.WaitLeader(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers, err := c.Peers(leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := peers[leader].AppliedIndex
+	for _, v := range victims {
+		wait(t, 60*time.Second, v+" caught up with the leader", func() error {
+			peers, err := c.Peers(v)
+			if err != nil {
+				return err
+			}
+			p := peers[v]
+			if p.State != "follower" || p.AppliedIndex < mark || p.EngineEnabled {
+				return fmt.Errorf("%s is %s at applied index %d (leader %s was at %d), engine_enabled=%t",
+					v, p.State, p.AppliedIndex, leader, mark, p.EngineEnabled)
+			}
+			return nil
+		})
+	}
+	t.Logf("%v caught up with %s at index %d %s after their restart",
+		victims, leader, mark, since(restarted))
+	wait(t, 30*time.Second, "only the leader's engine runs", func() error {
+		l, err := c.Leader()
+		if err != nil {
+			return err
+		}
+		return c.EngineOnlyOn(l)
+	})
+	checkFinishedOnce(t, c, d.ID)
+	checkStartedOnce(t, c, web.Image, web.Replicas)
+
+	checkAcknowledged(t, c, acked)
+}
+
+// startOwnCluster starts a cluster of the test's own on subnet and stops
+// it when the test ends.
+func startOwnCluster(t *testing.T, managers, workers, subnet int) *cluster.Cluster {
+	t.Helper()
+	c, err := cluster.Start(cluster.Config{
+		Binary:   binary,
+		Managers: managers,
+		Workers:  workers,
+		Subnet:   subnet,
+		Log:      harnessLog,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stopAll(c); err != nil {
+			t.Error(err)
+		}
+	})
+	onFailure(t, c)
+	return c
+}
+
+// waitPlaced waits until app has at least n live tasks of version.
+func waitPlaced(t *testing.T, c *cluster.Cluster, app string, version int64, n int) {
+	t.Helper()
+	what := fmt.Sprintf("%d tasks of %s version %d placed", n, app, version)
+	wait(t, 60*time.Second, what, func() error {
+		st, err := c.AppStatus(app)
+		if err != nil {
+			return err
+		}
+		if got := len(tasksOf(st, version)); got < n {
+			return fmt.Errorf("%d live tasks of %s version %d", got, app, version)
+		}
+		return nil
+	})
+}
+
+// nextManager is the manager after current in name order, wrapping.
+func nextManager(c *cluster.Cluster, current string) string {
+	ms := c.Managers()
+	for i, m := range ms {
+		if m.Name == current {
+			return ms[(i+1)%len(ms)].Name
+		}
+	}
+	return ms[0].Name
+}
+
+// watchEngines watches `raft peers` through leader for engineWindow:
+// every follower's engine stays off with its steps and proposals
+// unchanged, the leader's stays on and its steps go on. A sample where a
+// follower did not answer is not counted; at least three must be.
+func watchEngines(t *testing.T, c *cluster.Cluster, leader string) {
+	t.Helper()
+	before, err := c.Peers(leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.EngineOnlyOn(leader); err != nil {
+		t.Fatal(err)
+	}
+	last, samples := before, 0
+	tick := time.NewTicker(cluster.PollInterval)
+	defer tick.Stop()
+	for end := time.Now().Add(engineWindow); time.Now().Before(end); <-tick.C {
+		now, err := c.Peers(leader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !now[leader].EngineEnabled || now[leader].State != "leader" {
+			t.Fatalf("%s is %s with engine_enabled=%t during the window",
+				leader, now[leader].State, now[leader].EngineEnabled)
+		}
+		if unreachable(now) {
+			continue
+		}
+		if err := cluster.EngineStill(leader, before, now); err != nil {
+			t.Fatal(err)
+		}
+		last = now
+		samples++
+	}
+	if samples < 3 {
+		t.Fatalf("only %d samples of raft peers with every follower answering in %s",
+			samples, engineWindow)
+	}
+	if b, l := before[leader].EngineSteps, last[leader].EngineSteps; l <= b {
+		t.Errorf("leader %s's engine steps went from %d to %d in %s, want more",
+			leader, b, l, engineWindow)
+	}
+	t.Logf("over %s (%d samples) the followers' engines stood still; leader %s: steps %d -> %d, proposals %d -> %d",
+		engineWindow, samples, leader, before[leader].EngineSteps, last[leader].EngineSteps,
+		before[leader].EngineProposals, last[leader].EngineProposals)
+}
+
+// unreachable reports whether a manager in peers did not answer.
+func unreachable(peers map[string]cluster.Peer) bool {
+	for _, p := range peers {
+		if p.State == "unreachable" {
+			return true
+		}
+	}
+	return false
+}
+
+// logEngines logs every manager's engine state and counters.
+func logEngines(t *testing.T, c *cluster.Cluster, through string) {
+	t.Helper()
+	peers, err := c.Peers(through)
+	if err != nil {
+		t.Logf("raft peers through %s: %v", through, err)
+		return
+	}
+	var lines []string
+	for _, m := range c.Managers() {
+		p := peers[m.Name]
+		lines = append(lines, fmt.Sprintf("%s %s engine_enabled=%t steps=%d proposals=%d",
+			m.Name, p.State, p.EngineEnabled, p.EngineSteps, p.EngineProposals))
+	}
+	t.Logf("engines: %s", strings.Join(lines, "; "))
+}
+
+// checkFinishedOnce checks that the completion of deployment id was
+// recorded once: one "deployment finished" line naming it over every
+// manager's log, whoever led.
+func checkFinishedOnce(t *testing.T, c *cluster.Cluster, id string) {
+	t.Helper()
+	var found []string
+	for _, m := range c.Managers() {
+		lines, err := c.Grep(m.Name, "deployment finished")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range lines {
+			if strings.Contains(l, "deployment="+id) {
+				found = append(found, m.Name+": "+l)
+			}
+		}
+	}
+	if len(found) != 1 {
+		t.Errorf("deployment %s finished %d times in the managers' logs, want once:\n%s",
+			id, len(found), strings.Join(found, "\n"))
+	}
+}
+
+// checkStartedOnce checks, in the workers' logs, that exactly want
+// containers were started from image and none of them twice: the
+// workers' trace of each placement of a rollout.
+func checkStartedOnce(t *testing.T, c *cluster.Cluster, image string, want int) {
+	t.Helper()
+	starts := map[string][]string{} // task ID -> workers that started it
+	for _, w := range c.Workers() {
+		lines, err := c.Grep(w.Name, "container started")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range lines {
+			if !strings.Contains(l, "image="+image) {
+				continue
+			}
+			_, rest, ok := strings.Cut(l, "task_id=")
+			if !ok {
+				t.Fatalf("%s: no task_id in %q", w.Name, l)
+			}
+			id, _, _ := strings.Cut(rest, " ")
+			starts[id] = append(starts[id], w.Name)
+		}
+	}
+	for id, ws := range starts {
+		if len(ws) != 1 {
+			t.Errorf("task %s of %s started %d times, on %v", id, image, len(ws), ws)
+		}
+	}
+	if len(starts) != want {
+		t.Errorf("%d tasks of %s started (%v), want %d", len(starts), image, starts, want)
+	}
+}
+
+// acknowledgedApp is an app deploy the cluster acknowledged, the version
+// it made and the image version ("v1", "v2") its tasks answer with.
+type acknowledgedApp struct {
+	app     cluster.WebApp
+	version int64
+	image   string
+}
+
+// checkAcknowledged is the end check of a fault test: every acknowledged
+// app settles on its version with exactly its replicas, each running
+// once in the workers' containerds and answering; no other container
+// runs; and every running manager's own replica holds exactly these apps
+// at these versions.
+func checkAcknowledged(t *testing.T, c *cluster.Cluster, acked []acknowledgedApp) {
+	t.Helper()
+	acked = append([]acknowledgedApp(nil), acked...)
+	sort.Slice(acked, func(i, j int) bool { return acked[i].app.Name < acked[j].app.Name })
+	var want []string
+	for _, a := range acked {
+		st := waitSettled(t, c, a.app.Name, a.version, 60*time.Second)
+		checkRunningOnce(t, c, st, a.app.Replicas)
+		waitAnswers(t, c, a.app.Name, a.image, 30*time.Second)
+		want = append(want, fmt.Sprintf("%s|%d", a.app.Name, a.version))
+	}
+	wait(t, 30*time.Second, "workers' containers are exactly the live tasks", func() error {
+		return containersMatch(c)
+	})
+
+	dir := t.TempDir()
+	for _, m := range c.Managers() {
+		wait(t, 30*time.Second, m.Name+"'s own replica holds every acknowledged app", func() error {
+			got, err := localApps(c, m.Name, filepath.Join(dir, m.Name+".db"))
+			if err != nil {
+				return err
+			}
+			if got != strings.Join(want, "\n") {
+				return fmt.Errorf("%s's replica has apps %q, want %q", m.Name, got, strings.Join(want, "\n"))
+			}
+			return nil
+		})
+	}
+}
+
+// sortedIDs lists the keys of a set, sorted.
+func sortedIDs(set map[string]bool) []string {
+	ids := make([]string, 0, len(set))
+	for id := range set {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
