@@ -61,6 +61,13 @@ type verifyRound struct {
 // leader that cannot reach a quorum, within the leader lease, with
 // raft.ErrLeadershipLost or raft.ErrNotLeader; errors are wrapped and
 // name this manager. ctx bounds the wait.
+//
+// TODO: raft's VerifyLeader also counts a follower's answer to a
+// heartbeat that was already in flight when it was called (notifyAll
+// takes every waiting future), so a leader frozen with such an answer
+// unread could take it, on waking, as confirmation; tagging heartbeats
+// with the round they answer, as etcd's ReadIndex does, needs a change
+// in hashicorp/raft.
 func (n *Node) ConsistentRead(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
 		term := n.raft.CurrentTerm()
