@@ -24,6 +24,12 @@ type fsmSnapshot struct {
 // Persist writes the view as a SQLite database into the sink. SQLite
 // needs a file, so the database is built in a temporary file first and
 // then copied.
+//
+// TODO: the temporary files of Persist and Restore are in $TMPDIR
+// (default /tmp), so on a tmpfs /tmp a snapshot costs its size in
+// memory while it is built or read; a scratch directory under the
+// manager's data dir, passed in by the manager, would keep them on
+// disk.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.persist(sink); err != nil {
 		_ = sink.Cancel() // the persist error is the one worth returning

@@ -316,6 +316,12 @@ func Dial(addr string) (*grpc.ClientConn, error) {
 // receives. gRPC's default of 4 MiB is too small for the answers that
 // carry whole state (every app, every task) in a large cluster; sending
 // is unlimited by default.
+//
+// TODO: every Task carries a copy of its version's spec, so an app
+// status answer, a worker's assignment list and a plan entry grow with
+// env size times tasks, and pass this limit at, for example, 1 MiB of
+// env and 64 tasks on one worker; sending each spec once per app
+// version, and tasks referring to it, would bound them by the specs.
 const MaxMsgSize = 64 << 20
 
 // reconnect is how a client connection retries a manager it lost. gRPC's
