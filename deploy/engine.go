@@ -24,10 +24,14 @@ type Engine struct {
 	cfg Config
 	log hclog.Logger
 
-	// enabledAt is when the engine was last enabled (or created), in
-	// Unix nanoseconds of cfg.Clock. Workers are given WorkerGrace from
-	// then before anyone is marked down.
+	// enabledAt is when the engine was last enabled (or created), or
+	// found a restored state, in Unix nanoseconds of cfg.Clock. Workers
+	// are given WorkerGrace from then before anyone is marked down.
 	enabledAt atomic.Int64
+
+	// identity is the cluster ID and count of restores the last step
+	// saw ("" before the first): a change means a snapshot restore.
+	identity atomic.Pointer[string]
 
 	// mu guards cancel and done: the loop of the current term.
 	mu     sync.Mutex
@@ -316,6 +320,24 @@ func sameManager(cur, want *pb.Node) bool {
 		cur.GetStatus() == want.GetStatus()
 }
 
+// noteRestore gives workers WorkerGrace again when the cluster meta's
+// identity (its cluster ID, its count of restores) changed since the last
+// step: a snapshot restore replaced every node record with a saved one
+// that this leader's gossip has not confirmed. After a disaster recovery
+// the workers are only now joining the new managers' pool, and a record
+// never seen in gossip would count from its registration, long ago.
+func (e *Engine) noteRestore(meta *pb.ClusterMeta, now time.Time) {
+	if meta.GetClusterId() == "" {
+		return // not initialised yet: nothing to compare
+	}
+	id := fmt.Sprintf("%s/%d", meta.GetClusterId(), meta.GetRestores())
+	if old := e.identity.Swap(&id); old != nil && *old != id {
+		e.enabledAt.Store(now.UnixNano())
+		e.log.Info("cluster state restored; workers get their grace again",
+			"grace", e.cfg.WorkerGrace)
+	}
+}
+
 // gossipPort is the port of a gossip member's "ip:port" address, 0 when
 // there is none.
 func gossipPort(addr string) int32 {
@@ -333,12 +355,14 @@ func gossipPort(addr string) int32 {
 // checkWorkers marks down a ready or draining worker whose gossip member
 // has been dead for longer than WorkerGrace, and ready again a down worker
 // that is alive. Nobody is marked down before the engine has been enabled
-// for WorkerGrace: a new leader's gossip view may still be settling. A
+// for WorkerGrace, or within WorkerGrace of a restore: a new leader's
+// gossip view may still be settling, and so may a restored state's. A
 // draining worker that dies goes down too, so that its tasks leave the
 // endpoint sets and are replaced and collected like any lost task.
 // TODO: it comes back ready, its drain forgotten; a drain flag apart from
 // the status (as Nomad's eligibility) would keep it.
 func (e *Engine) checkWorkers(ctx context.Context, snap *fsm.Snapshot, now time.Time) error {
+	e.noteRestore(snap.Meta(), now)
 	grace := e.cfg.WorkerGrace
 	enabledAt := time.Unix(0, e.enabledAt.Load())
 	members := make(map[string]bool) // name -> alive
