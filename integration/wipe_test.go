@@ -228,16 +228,7 @@ func TestLargeSnapshotInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lagging, wiped string
-	for _, m := range c.Managers() {
-		switch {
-		case m.Name == leader:
-		case lagging == "":
-			lagging = m.Name
-		default:
-			wiped = m.Name
-		}
-	}
+	lagging := wipeFollower(t, c, leader)
 	cl := newBigClients(t, c)
 
 	// The writes, with the lagging manager killed after the first few.
@@ -307,6 +298,14 @@ func TestLargeSnapshotInstall(t *testing.T) {
 		return fmt.Errorf("leader %s: snapshot at index %d, last big write by %d", l, idx, last)
 	})
 	t.Logf("leader %s snapshotted past index %d after %s", leader, last, since(t0))
+
+	// The one wiped is the manager that neither lags nor leads.
+	var wiped string
+	for _, m := range c.Managers() {
+		if m.Name != leader && m.Name != lagging {
+			wiped = m.Name
+		}
+	}
 
 	// The leader's replica, kept for the restore below.
 	dir := t.TempDir()
