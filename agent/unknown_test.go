@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -21,7 +22,8 @@ import (
 // newClusterManager is a fakeManager whose streams can refuse the node as
 // unknown, as a manager of a new cluster does before the backup is
 // restored into it, and that streams lists with a count of restores. Its
-// own fields are guarded by the fakeManager's mutex.
+// Assignments also fails with Unavailable while the fakeManager's refuse
+// is set. Its own fields are guarded by the fakeManager's mutex.
 type newClusterManager struct {
 	*fakeManager
 
@@ -65,6 +67,10 @@ func (m *newClusterManager) Assignments(req *pb.AssignmentsRequest,
 	m.mu.Unlock()
 	for {
 		m.mu.Lock()
+		if m.refuse {
+			m.mu.Unlock()
+			return status.Error(codes.Unavailable, "manager going away")
+		}
 		if m.unknown {
 			m.mu.Unlock()
 			return m.refused(req.GetNode())
@@ -240,14 +246,37 @@ func TestUnknownNodeRejoinsGossip(t *testing.T) {
 	}
 	second := startPoolFor(t, "m1", m.listenAddr(), first.Port())
 	m.become(true, 0, 900)
+	testutil.WaitFor(t, wait, seesWorker(second, 0))
 
+	// The new cluster's manager restarts in turn: its stream breaks, and
+	// the refusals that follow start a new run, which rejoins at once
+	// rather than unknownRejoinEvery after the last rejoin.
+	testutil.WaitFor(t, wait, seesWorker(second, time.Second))
+	n := m.streamsOpened()
+	m.setRefuse(true) // Unavailable, as a manager going away
 	testutil.WaitFor(t, wait, func() error {
-		for _, mem := range second.Members() {
-			if mem.Meta.Name == "w1" && mem.Alive {
+		if m.streamsOpened() < n+2 {
+			return errors.New("streams not refused as unavailable yet")
+		}
+		return nil
+	})
+	if err := second.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	third := startPoolFor(t, "m1", m.listenAddr(), first.Port())
+	m.setRefuse(false)
+	testutil.WaitFor(t, wait, seesWorker(third, 0))
+}
+
+// seesWorker is a waitFor condition: p has seen w1 alive for d.
+func seesWorker(p *gossip.Pool, d time.Duration) func() error {
+	return func() error {
+		for _, mem := range p.Members() {
+			if mem.Meta.Name == "w1" && mem.Alive && time.Since(mem.Since) >= d {
 				return nil
 			}
 		}
-		return fmt.Errorf("the new cluster's manager does not see w1 "+
-			"alive in gossip: %+v", second.Members())
-	})
+		return fmt.Errorf("the new cluster's manager has not seen w1 "+
+			"alive in gossip for %s: %+v", d, p.Members())
+	}
 }

@@ -28,12 +28,12 @@ var errStreamEnded = errors.New("assignment stream ended")
 // the backup is restored into it, or a replica that has not applied the
 // registration yet. The worker keeps what it runs and retries, as for any
 // other refusal, until a manager knows it. It also asks for a gossip
-// rejoin, at once and then every unknownRejoinEvery: the new cluster's
-// managers answer on the old ones' addresses under their names, so this
-// worker's pool may never have seen them go, and their pools do not know
-// the worker. Once a restore makes it a node of theirs, a leader that
-// did not see it alive in gossip would call it down and replace its
-// tasks.
+// rejoin at the first refusal of a run, then every unknownRejoinEvery
+// while the run lasts: the new cluster's managers answer on the old ones'
+// addresses under their names, so this worker's pool may never have seen
+// them go, and their pools do not know the worker. Once a restore makes
+// it a node of theirs, their leader must see it alive in gossip, or it
+// calls the worker down and replaces its tasks.
 func (a *Agent) watch(ctx context.Context, out chan<- assignment) {
 	bo := backoff{min: 50 * time.Millisecond, max: time.Second}
 	opened := func() {} // the first stream follows the initial join
@@ -103,12 +103,13 @@ func (a *Agent) watchAt(ctx context.Context, addr string,
 const unknownRejoinEvery = 10 * time.Second
 
 // refusals follows a watcher's streams refused because the manager does
-// not know this node. It keeps the log readable: the first refusal after
-// a list or another error is a warning, the ones that follow while the
-// worker retries are debug lines.
+// not know this node. A run of refusals starts after a list or another
+// error (the managers may have restarted since). It keeps the log
+// readable: the first refusal of a run is a warning, the ones that follow
+// while the worker retries are debug lines.
 type refusals struct {
 	quiet    bool
-	rejoined time.Time // the last gossip rejoin asked for, zero if none
+	rejoined time.Time // the last gossip rejoin of the run, zero if none
 }
 
 // served notes that a manager served a list.
@@ -119,7 +120,7 @@ func (r *refusals) served() { r.quiet, r.rejoined = false, time.Time{} }
 func (r *refusals) log(a *Agent, msg, addr string, err error, kv ...any) bool {
 	kv = append([]any{"manager", addr, "error", err}, kv...)
 	if status.Code(err) != codes.NotFound {
-		r.quiet = false
+		r.quiet, r.rejoined = false, time.Time{}
 		a.log.Warn(msg, kv...)
 		return false
 	}
