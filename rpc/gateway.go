@@ -32,7 +32,8 @@ const MaxRequestBody = 4 << 20
 
 // gateway builds the HTTP handler: the Control routes of proto/api.yaml,
 // translated to calls on our own gRPC address at rpcAddr, plus the
-// snapshot download and restore and the health check. Errors come back as JSON
+// snapshot download and restore, the health check and the Prometheus
+// metrics. Errors come back as JSON
 // {code, message} with the HTTP status of the gRPC code.
 func (s *Server) gateway(ctx context.Context, rpcAddr string) (http.Handler, error) {
 	marshaler := &runtime.JSONPb{
@@ -58,6 +59,7 @@ func (s *Server) gateway(ctx context.Context, rpcAddr string) (http.Handler, err
 		{http.MethodGet, "/v1/snapshot", s.serveSnapshot},
 		{http.MethodPost, "/v1/snapshot", s.serveRestore},
 		{http.MethodGet, "/v1/health", serveHealth},
+		{http.MethodGet, "/metrics", handle(s.metricsHandler())},
 	}
 	for _, r := range routes {
 		if err := mux.HandlePath(r.method, r.path, r.h); err != nil {
@@ -104,6 +106,13 @@ func bodyTooLarge(w http.ResponseWriter, limit int64) {
 	w.WriteHeader(http.StatusRequestEntityTooLarge)
 	fmt.Fprintf(w, "{\"code\":%d,\"message\":\"request body is larger than "+
 		"the limit of %d bytes\"}\n", codes.ResourceExhausted, limit)
+}
+
+// handle adapts an http.Handler to a gateway route.
+func handle(h http.Handler) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+		h.ServeHTTP(w, r)
+	}
 }
 
 // serveHealth answers 200 while the process serves HTTP at all.
