@@ -27,8 +27,8 @@ const engineWindow = 3 * time.Second
 // every follower reports its engine off and its steps and proposals
 // standing still while the leader's steps go on. The rollout finishes
 // with every replacement placed once (exactly replicas v2 tasks ever
-// seen) and its completion recorded once (one "deployment finished" log
-// line over all managers). It ends with exactly the replicas running in
+// seen, each started once in the workers' logs), its completion and the
+// cluster meta recorded once (one log line each over all managers). It ends with exactly the replicas running in
 // the workers' containerds, no task twice, and every acknowledged write
 // (one app deployed after each move) in every manager's replica.
 func TestLeadershipMovesThreeTimes(t *testing.T) {
@@ -95,8 +95,7 @@ func TestLeadershipMovesThreeTimes(t *testing.T) {
 	if n := len(final.Live()); n != web.Replicas {
 		t.Errorf("%d live tasks of %s at the end, want %d", n, web.Name, web.Replicas)
 	}
-	checkFinishedOnce(t, c, d.ID)
-	checkStartedOnce(t, c, web.Image, web.Replicas)
+	checkOneShots(t, c, d.ID, web.Image, web.Replicas)
 	logEngines(t, c, leader)
 
 	checkAcknowledged(t, c, acked)
@@ -218,8 +217,7 @@ func TestFiveManagersLoseTwo(t *testing.T) {
 		}
 		return c.EngineOnlyOn(l)
 	})
-	checkFinishedOnce(t, c, d.ID)
-	checkStartedOnce(t, c, web.Image, web.Replicas)
+	checkOneShots(t, c, d.ID, web.Image, web.Replicas)
 
 	checkAcknowledged(t, c, acked)
 }
@@ -312,6 +310,7 @@ func watchEngines(t *testing.T, c *cluster.Cluster, leader string) {
 		t.Fatalf("only %d samples of raft peers with every follower answering in %s",
 			samples, engineWindow)
 	}
+	checkEngineMetrics(t, c, leader, last)
 	if b, l := before[leader].EngineSteps, last[leader].EngineSteps; l <= b {
 		t.Errorf("leader %s's engine steps went from %d to %d in %s, want more",
 			leader, b, l, engineWindow)
@@ -319,6 +318,43 @@ func watchEngines(t *testing.T, c *cluster.Cluster, leader string) {
 	t.Logf("over %s (%d samples) the followers' engines stood still; leader %s: steps %d -> %d, proposals %d -> %d",
 		engineWindow, samples, leader, before[leader].EngineSteps, last[leader].EngineSteps,
 		before[leader].EngineProposals, last[leader].EngineProposals)
+}
+
+// checkEngineMetrics checks that every manager's /metrics says what its
+// raft peers entry in peers said: the engine on the leader only, and a
+// follower's steps and proposals where they stood.
+func checkEngineMetrics(t *testing.T, c *cluster.Cluster, leader string, peers map[string]cluster.Peer) {
+	t.Helper()
+	for _, m := range c.Managers() {
+		if !c.Running(m.Name) {
+			continue
+		}
+		got, err := c.Metrics(m.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enabled := got["hivemind_engine_enabled"]
+		if want := oneIf(m.Name == leader); enabled != want {
+			t.Errorf("%s: hivemind_engine_enabled %v, want %v", m.Name, enabled, want)
+		}
+		if m.Name == leader {
+			continue
+		}
+		p := peers[m.Name]
+		steps, props := got["hivemind_engine_steps_total"], got["hivemind_engine_proposals_total"]
+		if steps != float64(p.EngineSteps) || props != float64(p.EngineProposals) {
+			t.Errorf("%s: /metrics has engine steps %v and proposals %v, raft peers said %d and %d",
+				m.Name, steps, props, p.EngineSteps, p.EngineProposals)
+		}
+	}
+}
+
+// oneIf is 1 for true, 0 for false, as a gauge shows a flag.
+func oneIf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // unreachable reports whether a manager in peers did not answer.
@@ -348,27 +384,41 @@ func logEngines(t *testing.T, c *cluster.Cluster, through string) {
 	t.Logf("engines: %s", strings.Join(lines, "; "))
 }
 
-// checkFinishedOnce checks that the completion of deployment id was
-// recorded once: one "deployment finished" line naming it over every
-// manager's log, whoever led.
-func checkFinishedOnce(t *testing.T, c *cluster.Cluster, id string) {
+// checkLoggedOnce checks that exactly one line over every manager's
+// log contains all of subs: a one-shot action of whoever led, recorded
+// once.
+func checkLoggedOnce(t *testing.T, c *cluster.Cluster, subs ...string) {
 	t.Helper()
 	var found []string
 	for _, m := range c.Managers() {
-		lines, err := c.Grep(m.Name, "deployment finished")
+		lines, err := c.Grep(m.Name, subs[0])
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, l := range lines {
-			if strings.Contains(l, "deployment="+id) {
+			all := true
+			for _, s := range subs[1:] {
+				all = all && strings.Contains(l, s)
+			}
+			if all {
 				found = append(found, m.Name+": "+l)
 			}
 		}
 	}
 	if len(found) != 1 {
-		t.Errorf("deployment %s finished %d times in the managers' logs, want once:\n%s",
-			id, len(found), strings.Join(found, "\n"))
+		t.Errorf("%q logged %d times over the managers, want once:\n%s",
+			strings.Join(subs, " ... "), len(found), strings.Join(found, "\n"))
 	}
+}
+
+// checkOneShots checks the engine's one-shot actions: the cluster meta
+// created once, the deployment's completion recorded once, and each
+// of the rollout's replicas started once from image.
+func checkOneShots(t *testing.T, c *cluster.Cluster, deployment, image string, replicas int) {
+	t.Helper()
+	checkLoggedOnce(t, c, "cluster meta created")
+	checkLoggedOnce(t, c, "deployment finished", "deployment="+deployment)
+	checkStartedOnce(t, c, image, replicas)
 }
 
 // checkStartedOnce checks, in the workers' logs, that exactly want

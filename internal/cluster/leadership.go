@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -130,4 +131,30 @@ func EngineStill(leader string, before, now map[string]Peer) error {
 			strings.Join(moved, "; "))
 	}
 	return nil
+}
+
+// Metrics scrapes GET /metrics of a manager's HTTP API and returns the
+// samples without labels, by metric name.
+func (c *Cluster) Metrics(manager string) (map[string]float64, error) {
+	m, err := c.Member(manager)
+	if err != nil {
+		return nil, err
+	}
+	body, err := Get(m.IP+":7070", "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, l := range strings.Split(body, "\n") {
+		name, value, ok := strings.Cut(l, " ")
+		if !ok || strings.HasPrefix(l, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s /metrics: line %q: %w", manager, l, err)
+		}
+		out[name] = v
+	}
+	return out, nil
 }
