@@ -18,6 +18,15 @@ const KeepFailed = 3
 // have stopped, those asked to stop whose node has been down for longer
 // than WorkerGrace (or is gone), failed ones beyond KeepFailed per app,
 // and finished tasks of removed apps.
+//
+// A down node's worker may still run the containers of the tasks deleted
+// that way, when it was cut off rather than dead: it keeps them running
+// while no manager answers, and stops them when it is back and their
+// tasks are no longer in its list.
+// TODO: keeping those tasks, shown lost, until their worker reports them
+// stopped or the node is removed (as Nomad keeps lost allocations until
+// garbage collection) would let app status show the containers that may
+// still run on the far side of a partition.
 func (e *Engine) collect(ctx context.Context, snap *fsm.Snapshot, now time.Time) error {
 	apps := make(map[string]bool)
 	for _, a := range snap.Apps() {
