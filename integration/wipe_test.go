@@ -137,6 +137,7 @@ func TestWipedManagerRejoins(t *testing.T) {
 	t.Logf("wiped %s and started it again; %s leads", wiped, leader)
 	waitCaughtUp(t, c, wiped, 60*time.Second)
 	t.Logf("%s caught up %s after its start", wiped, since(ts))
+	checkStartedEmpty(t, c, wiped)
 	size := checkInstalled(t, c, wiped)
 	t.Logf("%s installed a snapshot of %d bytes", wiped, size)
 
@@ -329,10 +330,11 @@ func TestLargeSnapshotInstall(t *testing.T) {
 
 	for _, step := range []struct {
 		name, what string
+		empty      bool // started on an empty data dir
 		start      func() error
 	}{
-		{lagging, "lagging", func() error { return c.Restart(lagging) }},
-		{wiped, "wiped", func() error { return c.WipeManager(wiped) }},
+		{lagging, "lagging", false, func() error { return c.Restart(lagging) }},
+		{wiped, "wiped", true, func() error { return c.WipeManager(wiped) }},
 	} {
 		ts := time.Now()
 		if err := step.start(); err != nil {
@@ -340,6 +342,9 @@ func TestLargeSnapshotInstall(t *testing.T) {
 		}
 		waitCaughtUp(t, c, step.name, 90*time.Second)
 		t.Logf("%s manager %s caught up %s after its start", step.what, step.name, since(ts))
+		if step.empty {
+			checkStartedEmpty(t, c, step.name)
+		}
 		got := checkInstalled(t, c, step.name)
 		if got < bigMin {
 			t.Errorf("%s installed a snapshot of %d bytes, want at least %d", step.name, got, bigMin)
@@ -538,6 +543,19 @@ func waitCaughtUp(t *testing.T, c *cluster.Cluster, name string, timeout time.Du
 		}
 		return nil
 	})
+}
+
+// checkStartedEmpty checks that name's log, since its last start, says
+// Raft started without any state of its own.
+func checkStartedEmpty(t *testing.T, c *cluster.Cluster, name string) {
+	t.Helper()
+	lines, err := c.GrepSinceStart(name, "existing_state=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) == 0 {
+		t.Errorf("%s: no \"raft started ... existing_state=false\" in its log since its start", name)
+	}
 }
 
 var copiedBytes = regexp.MustCompile(`bytes=(\d+)`)
