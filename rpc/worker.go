@@ -174,6 +174,12 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 // and keeps what it runs, retrying until the state knows it: after a
 // restore, or, for a new worker, once its registration is applied on
 // this replica (a follower may lag behind the leader that took it).
+//
+// TODO: a worker that a restored state lacks (it joined after the save)
+// keeps its containers, unknown to the cluster, until it is restarted
+// and registers again; a cluster ID in RegisterResponse and in the lists
+// would let it tell its own cluster from a new one and register again at
+// once.
 func knownWorker(snap *fsm.Snapshot, node string) error {
 	n := snap.Node(node)
 	switch {
