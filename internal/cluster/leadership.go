@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -101,34 +102,57 @@ func (c *Cluster) MoveLeadership(to string, timeout time.Duration) error {
 	return nil
 }
 
-// ErrEngineMoved is wrapped by EngineStill's error: a manager's engine
-// ran where it should not have.
-var ErrEngineMoved = errors.New("engine moved")
+// Errors of EngineStill.
+var (
+	// ErrEngineMoved: within one term, an engine ran where it should
+	// not have, or the leader's stopped.
+	ErrEngineMoved = errors.New("engine moved")
+	// ErrNewTerm: leadership changed hands between the two views (an
+	// election), so they say nothing about stray engines.
+	ErrNewTerm = errors.New("new term")
+)
 
-// EngineStill is an error wrapping ErrEngineMoved unless every manager
-// in before other than leader has, in now, its engine off and the same
-// engine steps and proposals as in before.
+// EngineStill compares two `raft peers` views taken through leader. It
+// is an error wrapping ErrNewTerm when leader no longer leads in now or
+// a manager is at a later term than leader was in before, and one
+// wrapping ErrEngineMoved when, in the same term, leader's engine is off
+// or another manager's engine is on or its steps or proposals differ
+// from before. Managers that did not answer in now are left out.
 func EngineStill(leader string, before, now map[string]Peer) error {
+	b, n := before[leader], now[leader]
+	if n.State != "leader" || n.Term != b.Term {
+		return fmt.Errorf("%w: %s was leader at term %d, now %s at term %d",
+			ErrNewTerm, leader, b.Term, n.State, n.Term)
+	}
+	for name, p := range now {
+		if p.Term > b.Term {
+			return fmt.Errorf("%w: %s is %s at term %d, after term %d of %s",
+				ErrNewTerm, name, p.State, p.Term, b.Term, leader)
+		}
+	}
+	if !n.EngineEnabled {
+		return fmt.Errorf("%w: leader %s's engine is off in its term %d",
+			ErrEngineMoved, leader, n.Term)
+	}
+
 	var moved []string
-	for name, b := range before {
-		if name == leader {
+	for name, bp := range before {
+		np, ok := now[name]
+		if name == leader || !ok || np.State == "unreachable" {
 			continue
 		}
-		n, ok := now[name]
-		switch {
-		case !ok:
-			moved = append(moved, name+" no longer listed")
-		case n.EngineEnabled || n.EngineSteps != b.EngineSteps ||
-			n.EngineProposals != b.EngineProposals:
+		if np.EngineEnabled || np.EngineSteps != bp.EngineSteps ||
+			np.EngineProposals != bp.EngineProposals {
 			moved = append(moved, fmt.Sprintf(
 				"%s (%s): engine_enabled=%t steps %d -> %d, proposals %d -> %d",
-				name, n.State, n.EngineEnabled, b.EngineSteps, n.EngineSteps,
-				b.EngineProposals, n.EngineProposals))
+				name, np.State, np.EngineEnabled, bp.EngineSteps, np.EngineSteps,
+				bp.EngineProposals, np.EngineProposals))
 		}
 	}
 	if len(moved) > 0 {
-		return fmt.Errorf("%w on followers of %s: %s", ErrEngineMoved, leader,
-			strings.Join(moved, "; "))
+		sort.Strings(moved)
+		return fmt.Errorf("%w on followers of %s in term %d: %s", ErrEngineMoved,
+			leader, b.Term, strings.Join(moved, "; "))
 	}
 	return nil
 }
