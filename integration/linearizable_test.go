@@ -318,6 +318,30 @@ func (w *linWorkload) readsWaiting(via string, since time.Duration) int {
 	return n
 }
 
+// outcomes describes the reads sent to via called in [from, to]: how
+// many were answered, and the errors of the others.
+func (w *linWorkload) outcomes(via string, from, to time.Duration) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	answered, errs := 0, map[string]int{}
+	for _, op := range w.ops {
+		if op.via != via || op.in.write || op.call < from || op.call > to {
+			continue
+		}
+		if op.answered {
+			answered++
+		} else {
+			errs[status.Convert(op.err).Message()]++
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "of the reads sent to %s meanwhile, %d answered", via, answered)
+	for msg, n := range errs {
+		fmt.Fprintf(&b, ", %d refused with %q", n, msg)
+	}
+	return b.String()
+}
+
 func (w *linWorkload) record(op linOp) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -621,9 +645,15 @@ func (f *linFaults) pauseLeader() {
 	}
 	thawed := f.w.elapsed()
 	leader := f.agreedLeader(f.all(), "", old+" follows after it thawed")
+	wait(t, 30*time.Second, "the reads waiting at "+old+" end", func() error {
+		if n := f.w.readsWaiting(old, after); n > 0 {
+			return fmt.Errorf("%d reads still wait at %s", n, old)
+		}
+		return nil
+	})
 	f.record("pause-"+old, start, fmt.Sprintf("froze leader %s, %s elected and answered, "+
-		"thawed %s at %s with reads waiting; %s leads", old, elected, old,
-		thawed.Round(time.Millisecond), leader))
+		"thawed %s at %s; %s; %s leads", old, elected, old, thawed.Round(time.Millisecond),
+		f.w.outcomes(old, after, thawed), leader))
 }
 
 // transferLeadership asks the leader to hand leadership over.
