@@ -1,6 +1,8 @@
 // Package rpc serves a manager's network API: the gRPC services pb.Control,
 // pb.Worker and pb.Peer, and the REST gateway over Control on the HTTP port
-// (routes in proto/api.yaml) with GET /v1/snapshot and GET /v1/health.
+// (routes in proto/api.yaml) with GET /v1/snapshot, GET /v1/health and GET
+// /metrics (Prometheus: this manager's own Raft state and rollout engine
+// counters, as in its ManagerStatus).
 //
 // Control methods (except ClusterStatus), Worker.Register and Worker.Report
 // run on the Raft leader: a follower forwards them, with the caller's
