@@ -38,14 +38,14 @@ func TestLeadershipMovesThreeTimes(t *testing.T) {
 
 	web := cluster.WebApp{Name: "moves", Image: c.Image("v1"), Replicas: 4,
 		BatchSize: 1, MinHealthyTime: "3s"}
-	deploy(t, c, web.YAML())
+	ackDeploy(t, c, web)
 	waitSettled(t, c, web.Name, 1, 60*time.Second)
 
 	// The moves start with the first replacement placed; with batches
 	// of one held for min_healthy_time the rollout outlasts them.
 	web.Image = c.Image("v2")
 	watch := watchRollout(c, web.Name)
-	deploy(t, c, web.YAML())
+	ackDeploy(t, c, web)
 	acked := []acknowledgedApp{{web, 2, "v2"}}
 	waitPlaced(t, c, web.Name, 2, 1)
 
@@ -61,11 +61,7 @@ func TestLeadershipMovesThreeTimes(t *testing.T) {
 		}
 		t.Logf("move %d: leadership %s -> %s in %s", i, leader, to, since(moved))
 
-		st, err := c.AppStatus(web.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := st.Deployment; d == nil || d.Status != "running" {
+		if d := latestDeployment(t, c, web.Name); d == nil || d.Status != "running" {
 			t.Fatalf("after move %d the rollout of %s is no longer running (%+v): "+
 				"the moves did not span it", i, web.Name, d)
 		}
@@ -73,7 +69,7 @@ func TestLeadershipMovesThreeTimes(t *testing.T) {
 		// A write acknowledged right after the move.
 		ack := cluster.WebApp{Name: fmt.Sprintf("moves-ack%d", i),
 			Image: c.Image("v1"), Replicas: 1}
-		deploy(t, c, ack.YAML())
+		ackDeploy(t, c, ack)
 		acked = append(acked, acknowledgedApp{ack, 1, "v1"})
 
 		// The rollout goes on under this leader before the next move.
@@ -116,17 +112,17 @@ func TestFiveManagersLoseTwo(t *testing.T) {
 
 	web := cluster.WebApp{Name: "five", Image: c.Image("v1"), Replicas: 4,
 		BatchSize: 1, MinHealthyTime: "2s"}
-	deploy(t, c, web.YAML())
+	ackDeploy(t, c, web)
 	waitSettled(t, c, web.Name, 1, 60*time.Second)
 
 	web.Image = c.Image("v2")
 	watch := watchRollout(c, web.Name)
-	deploy(t, c, web.YAML())
+	ackDeploy(t, c, web)
 	acked := []acknowledgedApp{{web, 2, "v2"}}
 	firstHealthy(t, c, web.Name, 2)
 
 	// The leader and the last other manager in name order.
-	leader, err := c.Leader()
+	leader, err := c.WaitLeader(30 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,11 +134,7 @@ func TestFiveManagersLoseTwo(t *testing.T) {
 			break
 		}
 	}
-	st, err := c.AppStatus(web.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := st.Deployment; d == nil || d.Status != "running" {
+	if d := latestDeployment(t, c, web.Name); d == nil || d.Status != "running" {
 		t.Fatalf("the rollout of %s finished before the kill (%+v)", web.Name, d)
 	}
 	for _, v := range victims {
@@ -159,7 +151,7 @@ func TestFiveManagersLoseTwo(t *testing.T) {
 
 	// A write the three acknowledge while two are down.
 	ack := cluster.WebApp{Name: "five-ack", Image: c.Image("v1"), Replicas: 1}
-	deploy(t, c, ack.YAML())
+	ackDeploy(t, c, ack)
 	acked = append(acked, acknowledgedApp{ack, 1, "v1"})
 
 	final := waitSettled(t, c, web.Name, 2, 90*time.Second)
@@ -221,6 +213,38 @@ func TestFiveManagersLoseTwo(t *testing.T) {
 	logEngines(t, c)
 
 	checkAcknowledged(t, c, acked)
+}
+
+// ackDeploy deploys a until the cluster acknowledges it, asking again
+// while it answers with an error (an election under load): a spec that
+// is already stored comes back unchanged, so a retry never makes a
+// second version.
+func ackDeploy(t *testing.T, c *cluster.Cluster, a cluster.WebApp) {
+	t.Helper()
+	spec := a.YAML()
+	wait(t, 30*time.Second, "app deploy "+a.Name+" acknowledged", func() error {
+		out, err := c.Deploy(spec)
+		if err != nil {
+			return fmt.Errorf("%w (output %q)", err, out)
+		}
+		return nil
+	})
+}
+
+// latestDeployment returns the latest deployment of app, nil if none,
+// waiting for the cluster to answer.
+func latestDeployment(t *testing.T, c *cluster.Cluster, app string) *cluster.Deployment {
+	t.Helper()
+	var d *cluster.Deployment
+	wait(t, 30*time.Second, "app status "+app, func() error {
+		st, err := c.AppStatus(app)
+		if err != nil {
+			return err
+		}
+		d = st.Deployment
+		return nil
+	})
+	return d
 }
 
 // startOwnCluster starts a cluster of the test's own on subnet and stops
