@@ -140,6 +140,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	// DNS port is bound first so that gossip and Register advertise it.
 	rep := newReporter(a.cfg.Name, a.mgrs, a.cfg.ReportInterval, a.log)
 	rep.recovered = a.requestRejoin
+	rep.hung = a.redial
 	tr, err := a.openTraffic(rep)
 	if err != nil {
 		return err

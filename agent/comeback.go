@@ -75,6 +75,16 @@ func (a *Agent) managersBack(p pool, back []gossip.Member, addrs []string) {
 	a.join(p, addrs)
 }
 
+// redial closes the connections to addrs, managers whose calls timed
+// out while another answered: a partition may have left them black
+// holes (see managersBack), and a stream waiting on one would not hear
+// what changed meanwhile.
+func (a *Agent) redial(addrs []string) {
+	for _, addr := range addrs {
+		a.mgrs.reset(addr)
+	}
+}
+
 // reset closes the connection to addr, if there is one, ending every
 // call and stream on it; the next client call dials afresh.
 func (m *managers) reset(addr string) {

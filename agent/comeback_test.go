@@ -215,10 +215,18 @@ type flakyManager struct {
 	pb.UnimplementedWorkerServer
 	mu                sync.Mutex
 	down              bool
+	hang              bool // Report waits for its caller to give up
 	accepted, refused int
 }
 
-func (m *flakyManager) Report(context.Context, *pb.ReportRequest) (*pb.ReportResponse, error) {
+func (m *flakyManager) Report(ctx context.Context, _ *pb.ReportRequest) (*pb.ReportResponse, error) {
+	m.mu.Lock()
+	hang := m.hang
+	m.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.down {
@@ -241,10 +249,9 @@ func (m *flakyManager) counts() (accepted, refused int) {
 	return m.accepted, m.refused
 }
 
-// Reports that go through again after failing, as when a partition
-// heals, ask for a gossip rejoin, once per recovery; reports that never
-// failed ask for none.
-func TestReportsBackAskForRejoin(t *testing.T) {
+// startFlaky serves a flakyManager and returns it with its address.
+func startFlaky(t *testing.T) (*flakyManager, string) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -253,9 +260,16 @@ func TestReportsBackAskForRejoin(t *testing.T) {
 	srv := grpc.NewServer()
 	pb.RegisterWorkerServer(srv, mgr)
 	go func() { _ = srv.Serve(lis) }() // ends with Stop
-	defer srv.Stop()
+	t.Cleanup(srv.Stop)
+	return mgr, lis.Addr().String()
+}
 
-	mgrs := newManagers([]string{lis.Addr().String()}, dialOptions())
+// Reports that go through again after failing, as when a partition
+// heals, ask for a gossip rejoin, once per recovery; reports that never
+// failed ask for none.
+func TestReportsBackAskForRejoin(t *testing.T) {
+	mgr, addr := startFlaky(t)
+	mgrs := newManagers([]string{addr}, dialOptions())
 	defer mgrs.close()
 	rep := newReporter("w1", mgrs, time.Hour, testutil.Logger(t, hclog.Debug))
 	var mu sync.Mutex
@@ -325,5 +339,56 @@ func TestReportsBackAskForRejoin(t *testing.T) {
 		update(pb.TaskRunning) // goes through at once: no rejoin
 		testutil.WaitFor(t, 5*time.Second, accepted)
 		wantAsked(round)
+	}
+}
+
+// A manager whose report timed out while another took it is redialed:
+// its connection may be a black hole that a stream waits on. One that
+// refused at once is not.
+func TestHungManagersRedialed(t *testing.T) {
+	hung, hungAddr := startFlaky(t)
+	refusing, refusingAddr := startFlaky(t)
+	ok, okAddr := startFlaky(t)
+	hung.mu.Lock()
+	hung.hang = true
+	hung.mu.Unlock()
+	refusing.setDown(true)
+
+	mgrs := newManagers([]string{hungAddr, refusingAddr, okAddr}, dialOptions())
+	defer mgrs.close()
+	rep := newReporter("w1", mgrs, time.Hour, testutil.Logger(t, hclog.Debug))
+	rep.timeout = 200 * time.Millisecond
+	var mu sync.Mutex
+	var redialed [][]string
+	rep.hung = func(addrs []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		redialed = append(redialed, addrs)
+	}
+	rep.recovered = func() { t.Error("rejoin asked though the report went through") }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rep.run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+
+	rep.update(&pb.TaskReport{TaskId: "t1", State: pb.TaskRunning})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if a, _ := ok.counts(); a == 0 {
+			return errors.New("report not taken")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(redialed) == 0 {
+			return errors.New("nobody redialed")
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(redialed) != 1 || !slices.Equal(redialed[0], []string{hungAddr}) {
+		t.Errorf("redialed %v, want [[%s]] (not %s, which refused)", redialed, hungAddr, refusingAddr)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -35,6 +37,9 @@ type reporter struct {
 	sendIdx bool                      // served not yet sent since it changed
 	kick    chan struct{}
 
+	// timeout bounds each request to one manager (rpcTimeout).
+	timeout time.Duration
+
 	// recovered, if set, is called from run when a request goes through
 	// after one or more failed: the managers are reachable again, after
 	// a partition say, and their gossip pools may hold this worker dead
@@ -42,6 +47,15 @@ type reporter struct {
 	// every interval makes sure a partition longer than that fails a
 	// request.
 	recovered func()
+
+	// hung, if set, is called from run when a request goes through, with
+	// the managers whose requests timed out since the last one that did,
+	// other than the one that took it: their connections may be black
+	// holes left by a partition, on which every call and stream waits
+	// for TCP's retransmission backoff (see managers.reset).
+	hung func(addrs []string)
+	// timedOut collects those managers; only run uses it.
+	timedOut map[string]bool
 }
 
 func newReporter(node string, mgrs *managers, interval time.Duration,
@@ -54,6 +68,8 @@ func newReporter(node string, mgrs *managers, interval time.Duration,
 		current:  make(map[string]*pb.TaskReport),
 		dirty:    make(map[string]bool),
 		kick:     make(chan struct{}, 1),
+		timeout:  rpcTimeout,
+		timedOut: make(map[string]bool),
 	}
 }
 
@@ -165,7 +181,8 @@ func (r *reporter) run(ctx context.Context) {
 			continue
 		}
 		last = time.Now()
-		if err := r.send(ctx, batch, index); err != nil {
+		took, err := r.send(ctx, batch, index)
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -177,30 +194,50 @@ func (r *reporter) run(ctx context.Context) {
 			continue
 		}
 		bo.reset()
-		if failing && r.recovered != nil {
-			r.log.Info("reports go through again", "reports", len(batch))
-			r.recovered()
-		}
+		r.through(took, failing)
 		failing = false
 	}
 }
 
-// send tries each manager in turn until one accepts the batch.
+// through hands the managers that timed out to hung, and tells
+// recovered, after a request went through manager took, after failed
+// ones if failing.
+func (r *reporter) through(took string, failing bool) {
+	delete(r.timedOut, took)
+	if len(r.timedOut) > 0 && r.hung != nil {
+		addrs := sortedKeys(r.timedOut)
+		r.log.Info("managers timed out while another took the reports; "+
+			"redialing them", "managers", addrs, "took", took)
+		r.hung(addrs)
+	}
+	clear(r.timedOut)
+	if failing && r.recovered != nil {
+		r.log.Info("reports go through again", "manager", took)
+		r.recovered()
+	}
+}
+
+// send tries each manager in turn until one accepts the batch, and
+// returns that manager. It notes in timedOut those that did not answer
+// in time.
 func (r *reporter) send(ctx context.Context, batch []*pb.TaskReport,
-	index uint64) error {
+	index uint64) (string, error) {
 	req := &pb.ReportRequest{Node: r.node, Reports: batch,
 		EndpointsIndex: index}
 	var err error
 	for _, addr := range r.mgrs.order() {
 		if err = r.sendTo(ctx, addr, req); err == nil {
-			return nil
+			return addr, nil
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return "", ctx.Err()
+		}
+		if status.Code(err) == codes.DeadlineExceeded {
+			r.timedOut[addr] = true
 		}
 		r.log.Debug("report refused", "manager", addr, "error", err)
 	}
-	return fmt.Errorf("report to every manager: %w", err)
+	return "", fmt.Errorf("report to every manager: %w", err)
 }
 
 func (r *reporter) sendTo(ctx context.Context, addr string,
@@ -209,7 +246,7 @@ func (r *reporter) sendTo(ctx context.Context, addr string,
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	_, err = c.Report(ctx, req)
 	return err
