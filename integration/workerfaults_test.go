@@ -105,11 +105,19 @@ func TestWorkerPartition(t *testing.T) {
 
 	watch := watchStates(c, app.Name)
 	defer watch.finish()
-	if err := c.Isolate(fw, victim, gids); err != nil {
+	partition, err := c.Isolate(fw, victim, gids)
+	if partition != nil {
+		t.Cleanup(func() {
+			if err := partition.Remove(); err != nil {
+				t.Errorf("remove the partition's chain: %v", err)
+			}
+		})
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	cut := time.Now()
-	t.Logf("isolated %s with tasks %v:\n%s", victim, taskIDs(cutOff), fw.Rules())
+	t.Logf("isolated %s with tasks %v:\n%s", victim, taskIDs(cutOff), partition.Rules())
 
 	// Down after gossip death plus the grace, not before the grace.
 	if err := c.WaitNodeStatus(victim, "down", 60*time.Second); err != nil {
@@ -144,7 +152,7 @@ func TestWorkerPartition(t *testing.T) {
 	}
 	t.Logf("before healing: %d replicas wanted, containers running: %v", app.Replicas, running)
 
-	if err := fw.Heal(); err != nil {
+	if err := partition.Heal(); err != nil {
 		t.Fatal(err)
 	}
 	healed := time.Now()

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,13 +39,14 @@ func (c *Cluster) WorkerIP(i int) string { return c.ip(10 + i) }
 
 // MarkDialed marks the connection-tracking entry of every connection a
 // process of group gid dials to an address other than own, on each
-// packet it sends, with gid as the mark. DropMarked then drops what
-// arrives on those connections: a server's answers and the messages it
-// pushes on a stream the process opened, which carry no address or
-// owner of the process (they go to 127.0.0.1, from the server). Call it
-// before the process dials, i.e. before the cluster starts: a stream
-// opened earlier and idle since would be marked only when the process
-// next sends on it, and the server's first push would slip through.
+// packet it sends, with gid as the mark, so that Isolate can drop what
+// travels on those connections either way: a server's answers and the
+// messages it pushes on a stream the process opened carry neither the
+// process's address nor its owner (they go to 127.0.0.1, from the
+// server). Call it before the process dials, i.e. before the cluster
+// starts: a stream opened earlier and idle since would be marked only
+// when the process next sends on it, and the server's first push would
+// slip through.
 func (f *Firewall) MarkDialed(gid int, own string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -51,50 +54,115 @@ func (f *Firewall) MarkDialed(gid int, own string) error {
 		"!", "-d", own, "-j", "CONNMARK", "--set-mark", fmt.Sprint(gid))
 }
 
-// DropMarked drops every packet, in or out, of a connection MarkDialed
-// marked with gid.
-func (f *Firewall) DropMarked(gid int) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return iptables("-A", f.Chain, "-m", "connmark", "--mark", fmt.Sprint(gid), "-j", "DROP")
+// Cut is a member isolated by Isolate. Its rules live in a chain of its
+// own, Chain+"-IN", jumped to from INPUT only, plus rules in the
+// Firewall's chains; Heal lifts them all.
+type Cut struct {
+	fw     *Firewall
+	chain  string
+	member string
 }
 
 // Isolate cuts member name off from every other manager and worker,
-// both ways, for gossip and gRPC alike: packets between its address and
-// theirs, what its processes dial to them (its group ID), what theirs
-// dial to it, and what comes back on the connections it dialed (marked
-// by MarkDialed before the start). Every member must run under its own
-// group ID of gids (GroupWrapper). The CLI, the test process and
-// containerd are not members: they still reach everything, so a test
-// can look at the cut-off member's containers and ask its tasks.
-func (c *Cluster) Isolate(fw *Firewall, name string, gids map[string]int) error {
+// both ways, for gossip and gRPC alike, the way a network partition
+// does: packets are lost on the way in, so their senders see no error
+// and TCP backs off as it does on a real network (a drop on the way out
+// fails the send at once, and TCP retries it every 500ms instead). It
+// drops on the way in the packets between its address and theirs (UDP
+// gossip, listeners' answers) and every packet of the connections it
+// dialed (marked by MarkDialed, which must have run before the start),
+// and on the way out the connections the others' processes open to its
+// address (their group IDs). Every member must run under its own group
+// ID of gids (GroupWrapper). The CLI, the test process and containerd
+// are not members: they still reach everything, so a test can look at
+// the cut-off member's containers and ask its tasks. The caller owns
+// Heal, and Remove once the test ends.
+func (c *Cluster) Isolate(fw *Firewall, name string, gids map[string]int) (*Cut, error) {
 	m, err := c.Member(name)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	gid, ok := gids[name]
 	if !ok {
-		return fmt.Errorf("isolate %s: no group ID", name)
+		return nil, fmt.Errorf("isolate %s: no group ID", name)
 	}
-	errs := []error{fw.DropMarked(gid)}
+	cut := &Cut{fw: fw, chain: fw.Chain + "-IN", member: name}
+	if err := cut.create(); err != nil {
+		return nil, err
+	}
+	errs := []error{iptables("-A", cut.chain, "-m", "connmark", "--mark", fmt.Sprint(gid), "-j", "DROP")}
 	for _, o := range append(c.Managers(), c.Workers()...) {
 		if o.Name == name {
 			continue
 		}
 		og, ok := gids[o.Name]
 		if !ok {
-			return fmt.Errorf("isolate %s: %s has no group ID", name, o.Name)
+			return cut, fmt.Errorf("isolate %s: %s has no group ID", name, o.Name)
 		}
 		errs = append(errs,
-			fw.DropBetween(m.IP, o.IP),
-			fw.DropFromGroup(gid, o.IP),
+			iptables("-A", cut.chain, "-s", m.IP, "-d", o.IP, "-j", "DROP"),
+			iptables("-A", cut.chain, "-s", o.IP, "-d", m.IP, "-j", "DROP"),
 			fw.DropFromGroup(og, m.IP))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return cut, err
 	}
 	c.logf("isolated %s %s (%s) from every other member", m.Role, name, m.IP)
-	return nil
+	return cut, nil
+}
+
+// create makes the input chain, empty, and jumps to it from INPUT.
+func (cut *Cut) create() error {
+	cut.fw.mu.Lock()
+	defer cut.fw.mu.Unlock()
+	if !cut.fw.exists("-S", cut.chain) {
+		if err := iptables("-N", cut.chain); err != nil {
+			return err
+		}
+	}
+	if err := iptables("-F", cut.chain); err != nil {
+		return err
+	}
+	if cut.fw.exists("-C", "INPUT", "-j", cut.chain) {
+		return nil
+	}
+	return iptables("-I", "INPUT", "-j", cut.chain)
+}
+
+// Heal lets the member's traffic through again: it empties the input
+// chain and the Firewall's (MarkDialed's marks included).
+func (cut *Cut) Heal() error {
+	cut.fw.mu.Lock()
+	err := iptables("-F", cut.chain)
+	cut.fw.mu.Unlock()
+	return errors.Join(err, cut.fw.Heal())
+}
+
+// Rules lists the rules of the cut, as iptables -S prints them.
+func (cut *Cut) Rules() string {
+	out, err := exec.Command("iptables", "-w", "-S", cut.chain).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%s: %v", cut.chain, err)
+	}
+	return strings.TrimSpace(string(out)) + "\n" + cut.fw.Rules()
+}
+
+// Remove deletes the input chain and its jump; it is idempotent. The
+// Firewall's own chains are the Firewall's to remove.
+func (cut *Cut) Remove() error {
+	cut.fw.mu.Lock()
+	defer cut.fw.mu.Unlock()
+	var errs []error
+	for cut.fw.exists("-C", "INPUT", "-j", cut.chain) {
+		if err := iptables("-D", "INPUT", "-j", cut.chain); err != nil {
+			errs = append(errs, err)
+			break
+		}
+	}
+	if cut.fw.exists("-S", cut.chain) {
+		errs = append(errs, iptables("-F", cut.chain), iptables("-X", cut.chain))
+	}
+	return errors.Join(errs...)
 }
 
 // StopContainerd stops a worker's containerd with sig (SIGKILL after
