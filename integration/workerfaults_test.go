@@ -51,6 +51,16 @@ func TestWorkerPartition(t *testing.T) {
 		}
 	}
 	t.Cleanup(removeFirewall)
+	partition, err := cluster.NewCut(fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removePartition := func() {
+		if err := partition.Remove(); err != nil {
+			t.Errorf("remove the partition's chain: %v", err)
+		}
+	}
+	t.Cleanup(removePartition)
 
 	gids := cluster.MemberGIDs(3, 3, workerPartitionGIDs)
 	bin, err := cluster.GroupWrapper(t.TempDir(), binary, gids)
@@ -70,6 +80,7 @@ func TestWorkerPartition(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		// Heal first, so that the cluster removes its apps normally.
+		removePartition()
 		removeFirewall()
 		if err := stopAll(c); err != nil {
 			t.Error(err)
@@ -105,15 +116,7 @@ func TestWorkerPartition(t *testing.T) {
 
 	watch := watchStates(c, app.Name)
 	defer watch.finish()
-	partition, err := c.Isolate(fw, victim, gids)
-	if partition != nil {
-		t.Cleanup(func() {
-			if err := partition.Remove(); err != nil {
-				t.Errorf("remove the partition's chain: %v", err)
-			}
-		})
-	}
-	if err != nil {
+	if err := c.Isolate(partition, victim, gids); err != nil {
 		t.Fatal(err)
 	}
 	cut := time.Now()

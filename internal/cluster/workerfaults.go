@@ -54,13 +54,23 @@ func (f *Firewall) MarkDialed(gid int, own string) error {
 		"!", "-d", own, "-j", "CONNMARK", "--set-mark", fmt.Sprint(gid))
 }
 
-// Cut is a member isolated by Isolate. Its rules live in a chain of its
-// own, Chain+"-IN", jumped to from INPUT only, plus rules in the
-// Firewall's chains; Heal lifts them all.
+// Cut isolates members from the others (see Isolate) with rules in a
+// chain of its own, the Firewall's Chain+"-IN", jumped to from INPUT
+// only, and in the Firewall's chains. Make it with NewCut.
 type Cut struct {
-	fw     *Firewall
-	chain  string
-	member string
+	fw    *Firewall
+	chain string
+}
+
+// NewCut creates the input chain of fw if it is missing, empties it (a
+// run that died may have left rules) and jumps to it from INPUT. The
+// caller owns Remove.
+func NewCut(fw *Firewall) (*Cut, error) {
+	cut := &Cut{fw: fw, chain: fw.Chain + "-IN"}
+	if err := cut.create(); err != nil {
+		return nil, err
+	}
+	return cut, nil
 }
 
 // Isolate cuts member name off from every other manager and worker,
@@ -75,20 +85,15 @@ type Cut struct {
 // address (their group IDs). Every member must run under its own group
 // ID of gids (GroupWrapper). The CLI, the test process and containerd
 // are not members: they still reach everything, so a test can look at
-// the cut-off member's containers and ask its tasks. The caller owns
-// Heal, and Remove once the test ends.
-func (c *Cluster) Isolate(fw *Firewall, name string, gids map[string]int) (*Cut, error) {
+// the cut-off member's containers and ask its tasks. cut.Heal undoes it.
+func (c *Cluster) Isolate(cut *Cut, name string, gids map[string]int) error {
 	m, err := c.Member(name)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	gid, ok := gids[name]
 	if !ok {
-		return nil, fmt.Errorf("isolate %s: no group ID", name)
-	}
-	cut := &Cut{fw: fw, chain: fw.Chain + "-IN", member: name}
-	if err := cut.create(); err != nil {
-		return nil, err
+		return fmt.Errorf("isolate %s: no group ID", name)
 	}
 	errs := []error{iptables("-A", cut.chain, "-m", "connmark", "--mark", fmt.Sprint(gid), "-j", "DROP")}
 	for _, o := range append(c.Managers(), c.Workers()...) {
@@ -97,18 +102,18 @@ func (c *Cluster) Isolate(fw *Firewall, name string, gids map[string]int) (*Cut,
 		}
 		og, ok := gids[o.Name]
 		if !ok {
-			return cut, fmt.Errorf("isolate %s: %s has no group ID", name, o.Name)
+			return fmt.Errorf("isolate %s: %s has no group ID", name, o.Name)
 		}
 		errs = append(errs,
 			iptables("-A", cut.chain, "-s", m.IP, "-d", o.IP, "-j", "DROP"),
 			iptables("-A", cut.chain, "-s", o.IP, "-d", m.IP, "-j", "DROP"),
-			fw.DropFromGroup(og, m.IP))
+			cut.fw.DropFromGroup(og, m.IP))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return cut, err
+		return err
 	}
 	c.logf("isolated %s %s (%s) from every other member", m.Role, name, m.IP)
-	return cut, nil
+	return nil
 }
 
 // create makes the input chain, empty, and jumps to it from INPUT.
@@ -129,8 +134,9 @@ func (cut *Cut) create() error {
 	return iptables("-I", "INPUT", "-j", cut.chain)
 }
 
-// Heal lets the member's traffic through again: it empties the input
-// chain and the Firewall's (MarkDialed's marks included).
+// Heal lets every isolated member's traffic through again: it empties
+// the input chain and the Firewall's chains (MarkDialed's marks
+// included).
 func (cut *Cut) Heal() error {
 	cut.fw.mu.Lock()
 	err := iptables("-F", cut.chain)
