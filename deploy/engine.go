@@ -202,10 +202,17 @@ func (e *Engine) submit(ctx context.Context, p *plan) error {
 		return nil
 	}
 	cmd := p.command()
+	log := e.log.With("app", cmd.GetApp())
 	if _, err := e.propose(ctx, fsm.PlanType, cmd); err != nil {
+		if d := cmd.GetDeployment(); d != nil && d.GetStatus() != pb.DeploymentRunning {
+			// The entry may still commit (the term ended or the reply
+			// was lost while proposing), and then no leader logs the
+			// line below: say so, once, where it was decided.
+			log.Info("deployment finish proposed, outcome unknown",
+				"deployment", d.GetId(), "status", d.GetStatus(), "error", err)
+		}
 		return fmt.Errorf("proposing plan: %w", err)
 	}
-	log := e.log.With("app", cmd.GetApp())
 	if len(cmd.GetCreate()) > 0 || len(cmd.GetStop()) > 0 {
 		log.Debug("plan applied", "create", len(cmd.GetCreate()),
 			"stop", len(cmd.GetStop()), "reason", cmd.GetStopReason())
@@ -233,6 +240,9 @@ func (e *Engine) ensureMeta(ctx context.Context, snap *fsm.Snapshot) error {
 	next.WorkerToken = "HMW-" + randomHex(32)
 	next.ManagerToken = "HMM-" + randomHex(32)
 	if _, err := e.propose(ctx, fsm.SetMetaType, &pb.SetMetaCmd{Meta: next}); err != nil {
+		// As for a deployment's finish: it may still commit.
+		e.log.Info("cluster meta proposed, outcome unknown",
+			"cluster_id", next.ClusterId, "error", err)
 		return fmt.Errorf("proposing cluster meta: %w", err)
 	}
 	e.log.Info("cluster meta created", "cluster_id", next.ClusterId)
