@@ -267,7 +267,38 @@ func startOwnCluster(t *testing.T, managers, workers, subnet int) *cluster.Clust
 		}
 	})
 	onFailure(t, c)
+	t.Cleanup(func() {
+		if t.Failed() {
+			logLeadership(t, c)
+		}
+	})
 	return c
+}
+
+// logLeadership logs, for a failure report, each manager's lines about
+// its starts, leadership and its rollout engine, which the raft errors
+// about dead peers push out of the log tails.
+func logLeadership(t *testing.T, c *cluster.Cluster) {
+	for _, m := range c.Managers() {
+		all, err := c.Grep(m.Name, "")
+		if err != nil {
+			t.Logf("%s: %v", m.Name, err)
+			continue
+		}
+		var lines []string
+		for _, l := range all {
+			for _, sub := range []string{"=== harness", "leadership", "manager.deploy"} {
+				if strings.Contains(l, sub) {
+					lines = append(lines, l)
+					break
+				}
+			}
+		}
+		if len(lines) > 60 {
+			lines = lines[len(lines)-60:]
+		}
+		t.Logf("%s: starts, leadership and engine:\n%s", m.Name, strings.Join(lines, "\n"))
+	}
 }
 
 // waitPlaced waits until app has at least n live tasks of version.
