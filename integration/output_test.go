@@ -44,7 +44,10 @@ func TestJSONFieldNames(t *testing.T) {
 		keys []string
 	}{
 		{[]string{"cluster", "status"}, "", []string{"leader", "managers"}},
-		{[]string{"cluster", "status"}, "managers[]", []string{"name", "address", "state", "voter"}},
+		{[]string{"cluster", "status"}, "managers[]", []string{"name", "address", "state", "voter",
+			"engine_enabled", "engine_steps", "engine_proposals"}},
+		{[]string{"raft", "peers"}, "[]", []string{"name", "address", "state", "voter", "leader",
+			"applied_index", "last_index", "engine_enabled", "engine_steps", "engine_proposals"}},
 		{[]string{"node", "ls"}, "[]", []string{"name", "role", "address", "status"}},
 		{[]string{"app", "ls"}, "[]", []string{"name", "version", "replicas", "running", "healthy", "image", "deployment_status"}},
 		{[]string{"app", "status", "shapes"}, "", []string{"name", "version", "replicas", "tasks", "deployment"}},
