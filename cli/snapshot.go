@@ -142,7 +142,8 @@ func saveAtomically(path string, write func(*os.File) (int64, error)) (int64, er
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chmod(tmp, 0o644)
+		// The snapshot holds the join tokens: only its owner may read it.
+		err = os.Chmod(tmp, 0o600)
 	}
 	if err == nil {
 		err = os.Rename(tmp, path)

@@ -371,8 +371,13 @@ func TestSnapshotSave(t *testing.T) {
 	if _, err := c.CLI("snapshot", "save", file); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(file); err != nil {
+	fi, err := os.Stat(file)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// It holds the join tokens.
+	if mode := fi.Mode().Perm(); mode != 0o600 {
+		t.Errorf("snapshot file mode %v, want -rw------- (it holds the join tokens)", mode)
 	}
 	for _, q := range []struct{ sql, want string }{
 		{"select count(*) from apps where name = 'snap'", "1"},
