@@ -37,7 +37,7 @@ type traffic struct {
 // cluster without a leader still routes traffic to its tasks.
 func (a *Agent) watchEndpoints(ctx context.Context, tr *traffic) {
 	bo := backoff{min: 50 * time.Millisecond, max: time.Second}
-	var unknown refusals
+	unknown := refusals{started: time.Now()}
 	for {
 		addr := a.mgrs.order()[0]
 		err := a.endpointsAt(ctx, addr, tr, &bo, unknown.served)

@@ -37,7 +37,7 @@ var errStreamEnded = errors.New("assignment stream ended")
 func (a *Agent) watch(ctx context.Context, out chan<- assignment) {
 	bo := backoff{min: 50 * time.Millisecond, max: time.Second}
 	opened := func() {} // the first stream follows the initial join
-	var unknown refusals
+	unknown := refusals{started: time.Now()}
 	for {
 		addr := a.mgrs.order()[0]
 		err := a.watchAt(ctx, addr, out, &bo, func() {
@@ -102,18 +102,26 @@ func (a *Agent) watchAt(ctx context.Context, addr string,
 // as unknown joins their gossip pool again.
 const unknownRejoinEvery = 10 * time.Second
 
+// registerSettle is how long after a watcher starts, before any manager
+// has served it, a refusal as unknown is expected: the worker has just
+// registered through the leader, and the manager it streams from may not
+// have applied the registration yet.
+const registerSettle = 5 * time.Second
+
 // refusals follows a watcher's streams refused because the manager does
 // not know this node. A run of refusals starts after a list or another
 // error (the managers may have restarted since). It keeps the log
 // readable: the first refusal of a run is a warning, the ones that follow
 // while the worker retries are debug lines.
 type refusals struct {
+	started  time.Time // when the watcher started
+	ever     bool      // a manager has served a list
 	quiet    bool
 	rejoined time.Time // the last gossip rejoin of the run, zero if none
 }
 
 // served notes that a manager served a list.
-func (r *refusals) served() { r.quiet, r.rejoined = false, time.Time{} }
+func (r *refusals) served() { r.ever, r.quiet, r.rejoined = true, false, time.Time{} }
 
 // log logs why a stream to the manager at addr ended, with kv, and
 // reports whether the manager refused this node as unknown.
@@ -124,7 +132,7 @@ func (r *refusals) log(a *Agent, msg, addr string, err error, kv ...any) bool {
 		a.log.Warn(msg, kv...)
 		return false
 	}
-	if r.quiet {
+	if r.quiet || (!r.ever && time.Since(r.started) < registerSettle) {
 		a.log.Debug(msg, kv...)
 		return true
 	}
