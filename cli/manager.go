@@ -66,6 +66,11 @@ func managerCommand() *cli.Command {
 				Usage: "Raft log entries kept after a snapshot: a manager fewer " +
 					"entries behind catches up from the log, one further behind " +
 					"(or new, or with an emptied data dir) receives the whole snapshot"},
+			&cli.IntFlag{Name: "raft-multiplier", Value: 1,
+				Usage: "scale Raft's timings (heartbeat and election timeout " +
+					"300ms, leader lease 150ms) by 1 to 10: higher values make " +
+					"elections rarer on slow or overloaded machines and links, " +
+					"and failover slower by the same factor"},
 			&cli.DurationFlag{Name: "dead-manager-cleanup",
 				Value: raftnode.DefaultConfig().DeadServerCleanup,
 				Usage: "remove a manager dead in gossip this long from the voters, " +
@@ -83,7 +88,30 @@ type managerFlags struct {
 	bootstrapExpect                         int
 	join                                    []string
 	snapshots                               snapshotSettings
+	raftMultiplier                          int
 	deadManagerCleanup                      time.Duration
+}
+
+// maxRaftMultiplier bounds --raft-multiplier: at 10 a new leader takes
+// about 6s, longer than workers wait before they call a silent manager
+// out of touch.
+const maxRaftMultiplier = 10
+
+// checkRaftMultiplier refuses a --raft-multiplier out of range.
+func checkRaftMultiplier(m int) error {
+	if m < 1 || m > maxRaftMultiplier {
+		return fmt.Errorf("manager: --raft-multiplier %d must be between 1 and %d",
+			m, maxRaftMultiplier)
+	}
+	return nil
+}
+
+// scaleRaft multiplies the Raft timeouts of rc by m.
+func scaleRaft(rc *raftnode.Config, m int) {
+	d := time.Duration(m)
+	rc.HeartbeatTimeout *= d
+	rc.ElectionTimeout *= d
+	rc.LeaderLeaseTimeout *= d
 }
 
 // snapshotSettings are the manager's Raft snapshot flags.
@@ -135,6 +163,7 @@ func runManager(c *cli.Context) error {
 			retain:       c.Int("snapshot-retain"),
 			trailingLogs: c.Uint64("snapshot-trailing-logs"),
 		},
+		raftMultiplier:     c.Int("raft-multiplier"),
 		deadManagerCleanup: c.Duration("dead-manager-cleanup"),
 	}
 	if f.name == "" {
@@ -144,6 +173,9 @@ func runManager(c *cli.Context) error {
 		return fmt.Errorf("manager: bind address %q is not an IP", f.bind)
 	}
 	if err := f.snapshots.check(); err != nil {
+		return err
+	}
+	if err := checkRaftMultiplier(f.raftMultiplier); err != nil {
 		return err
 	}
 	if f.deadManagerCleanup < 0 {
@@ -200,6 +232,7 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 	rc.BootstrapExpect, rc.Join = f.bootstrapExpect, len(f.join) > 0
 	rc.FSM, rc.Logger = machine, log
 	f.snapshots.apply(&rc)
+	scaleRaft(&rc, f.raftMultiplier)
 	rc.DeadServerCleanup = f.deadManagerCleanup
 	disc := &gossipDiscovery{pool: pool, dial: rpc.Dial}
 	rc.Discovery = disc

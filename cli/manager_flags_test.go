@@ -84,3 +84,29 @@ func TestManagerDeadManagerCleanupFlag(t *testing.T) {
 		t.Fatal("no --dead-manager-cleanup flag")
 	})
 }
+
+func TestManagerRaftMultiplierFlag(t *testing.T) {
+	for _, v := range []string{"0", "11", "-2"} {
+		t.Run("refused "+v, func(t *testing.T) {
+			_, err := run(t, "manager", "--data-dir", t.TempDir(), "--log-level", "error",
+				"--raft-multiplier", v)
+			want := "--raft-multiplier " + v + " must be between 1 and 10"
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("manager --raft-multiplier %s: %v, want %q", v, err, want)
+			}
+		})
+	}
+	t.Run("scales the timeouts", func(t *testing.T) {
+		def := raftnode.DefaultConfig()
+		rc := raftnode.DefaultConfig()
+		scaleRaft(&rc, 3)
+		if rc.HeartbeatTimeout != 3*def.HeartbeatTimeout ||
+			rc.ElectionTimeout != 3*def.ElectionTimeout ||
+			rc.LeaderLeaseTimeout != 3*def.LeaderLeaseTimeout ||
+			rc.CommitTimeout != def.CommitTimeout {
+			t.Fatalf("multiplier 3: heartbeat %s election %s lease %s commit %s; want %s %s %s %s",
+				rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout, rc.CommitTimeout,
+				3*def.HeartbeatTimeout, 3*def.ElectionTimeout, 3*def.LeaderLeaseTimeout, def.CommitTimeout)
+		}
+	})
+}
