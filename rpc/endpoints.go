@@ -36,6 +36,7 @@ func (w *workerServer) Endpoints(req *pb.EndpointsRequest,
 	cutOff := time.NewTicker(cutOffCheck)
 	defer cutOff.Stop()
 	var last *pb.EndpointsResponse
+	var sent listPos // the position of last
 	for {
 		// Take the channel before the snapshot so that no change
 		// between the two is missed.
@@ -44,22 +45,25 @@ func (w *workerServer) Endpoints(req *pb.EndpointsRequest,
 		if err := knownWorker(snap, req.GetNode()); err != nil {
 			return err
 		}
+		pos := posOf(snap)
 		resp := &pb.EndpointsResponse{
-			Index:    snap.Index(),
+			Index:    pos.index,
 			Services: endpointSet(snap),
-			Restores: snap.Meta().GetRestores(),
+			Restores: pos.restores,
 		}
 
-		// A replica whose index went back (a snapshot restore) waits
+		// A replica whose state went back (a snapshot restore) waits
 		// for the entry the restore commits next: the worker would
-		// ignore a set older than the one it serves.
-		behind := last != nil && resp.GetIndex() < last.GetIndex()
-		if !behind && (last == nil || !sameServices(resp, last) ||
-			lastStopIndex(snap) > last.GetIndex()) {
+		// ignore a set older than the one it serves. A new count of
+		// restores goes out even with the same services, as the
+		// worker may have ignored the set before it.
+		if !pos.before(sent) &&
+			(last == nil || pos.restores != sent.restores ||
+				!sameServices(resp, last) || lastStopIndex(snap) > sent.index) {
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
-			last = resp
+			last, sent = resp, pos
 		}
 
 		select {

@@ -124,7 +124,7 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 	cutOff := time.NewTicker(cutOffCheck)
 	defer cutOff.Stop()
 	var last []*pb.Task
-	var sent uint64 // the index of the last list sent
+	var sent listPos // the position of the last list sent
 	for first := true; ; first = false {
 		// Take the channel before the snapshot so that no change
 		// between the two is missed.
@@ -135,18 +135,22 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 		}
 		tasks := snap.TasksByNode(req.GetNode())
 
-		// A replica whose index went back (a snapshot restore) waits
-		// for the entry the restore commits next: the worker ignores a
-		// list older than one it applied, and last must stay the list
-		// it did apply so that the next change is sent.
-		behind := snap.Index() < sent
-		if !behind && (first || !sameTasks(tasks, last)) {
-			resp := &pb.AssignmentsResponse{Tasks: tasks, Index: snap.Index(),
-				Restores: snap.Meta().GetRestores()}
+		// A replica whose state went back (a snapshot restore installs
+		// the file's state before the entry that counts the restore)
+		// waits for that entry: the worker ignores a list older than
+		// one it applied, and last must stay the list it did apply so
+		// that the next change is sent. A new count of restores is
+		// sent even with the same tasks, as a worker may have ignored
+		// the list before it.
+		pos := posOf(snap)
+		if !pos.before(sent) &&
+			(first || pos.restores != sent.restores || !sameTasks(tasks, last)) {
+			resp := &pb.AssignmentsResponse{Tasks: tasks, Index: pos.index,
+				Restores: pos.restores}
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
-			last, sent = tasks, snap.Index()
+			last, sent = tasks, pos
 		}
 
 		select {
@@ -191,6 +195,27 @@ func knownWorker(snap *fsm.Snapshot, node string) error {
 			"node %q: not a worker but a %s", node, n.GetRole())
 	}
 	return nil
+}
+
+// listPos is where a list a stream sends stands in the cluster's
+// history: the count of snapshot restores orders before the Raft index,
+// as a restore starts a new history (the worker orders lists the same
+// way).
+type listPos struct {
+	restores uint64
+	index    uint64
+}
+
+func posOf(snap *fsm.Snapshot) listPos {
+	return listPos{restores: snap.Meta().GetRestores(), index: snap.Index()}
+}
+
+// before reports whether p is older than q.
+func (p listPos) before(q listPos) bool {
+	if p.restores != q.restores {
+		return p.restores < q.restores
+	}
+	return p.index < q.index
 }
 
 func sameTasks(a, b []*pb.Task) bool {

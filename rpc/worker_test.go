@@ -1,11 +1,14 @@
 package rpc
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/hivemind-orch/hivemind/fsm"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -129,6 +132,64 @@ func TestStreamsAfterDisasterRestore(t *testing.T) {
 			wantCode(t, err, codes.NotFound, `node "w1"`)
 			t.Logf("%s after a restore without w1: %v", stream, err)
 			break
+		}
+	}
+}
+
+// A restore installs the file's state, whose count of restores and
+// index may be below what a worker saw, and then commits the entry that
+// counts the restore. A stream opened in between sends the installed
+// state, which the worker ignores as older than its last list; the
+// entry that counts the restore must then go out even though the node's
+// tasks and the endpoint set did not change, or the worker keeps
+// running what the restored state does not list.
+func TestStreamsSendNewRestoreCount(t *testing.T) {
+	old := startManager(t, "m1", true)
+	old.addWorker(t, "w1")
+	old.raft.mustApply(t, fsm.PlanType, &pb.PlanCmd{Create: []*pb.Task{{Id: "saved",
+		App: "web", Version: 1, Node: "w1", Desired: pb.DesiredRun,
+		State: pb.TaskRunning}}})
+	backup := getSnapshot(t, old)
+
+	var rr *restoreRaft
+	m := startManager(t, "m1", true, func(c *Config) {
+		rr = &restoreRaft{fakeRaft: c.Raft.(*fakeRaft)}
+		c.Raft = rr
+	})
+	if err := rr.Restore(ctxT(t), bytes.NewReader(backup), int64(len(backup))); err != nil {
+		t.Fatal(err)
+	}
+	installed := m.srv.store.Meta().GetRestores()
+	streams := openStreams(t, m, "w1")
+	for stream, recv := range streams {
+		restores, index, err := recv()
+		if err != nil {
+			t.Fatalf("%s on the installed state: %v", stream, err)
+		}
+		t.Logf("%s on the installed state: restores %d, index %d", stream, restores, index)
+	}
+
+	meta := proto.Clone(m.srv.store.Meta()).(*pb.ClusterMeta)
+	meta.Restores = installed + 1
+	m.raft.mustApply(t, fsm.SetMetaType, &pb.SetMetaCmd{Meta: meta})
+	for stream, recv := range streams {
+		type result struct {
+			restores, index uint64
+			err             error
+		}
+		got := make(chan result, 1)
+		go func() {
+			restores, index, err := recv()
+			got <- result{restores, index, err}
+		}()
+		select {
+		case r := <-got:
+			if r.err != nil || r.restores != installed+1 {
+				t.Errorf("%s after the restore was counted: restores %d, index %d (%v), want restores %d",
+					stream, r.restores, r.index, r.err, installed+1)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s sent nothing within 5s of the entry that counts the restore", stream)
 		}
 	}
 }
