@@ -207,10 +207,16 @@ func (r *runner) onAssign(a assignment) {
 			"seen_restores", r.pos.restores)
 		return
 	}
-	r.pos = a.pos
-	if !r.synced {
+	switch {
+	case !r.synced:
 		r.log.Info("first assignments received", "tasks", len(a.tasks))
+	case a.pos.restores > r.pos.restores:
+		// What runs here that the restored state does not list is
+		// stopped now; what it lists is adopted or started.
+		r.log.Info("assignments of a restored state received; reconciling to them",
+			"tasks", len(a.tasks), "restores", a.pos.restores, "index", a.pos.index)
 	}
+	r.pos = a.pos
 	r.synced = true
 
 	listed := make(map[string]bool, len(a.tasks))
