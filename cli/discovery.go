@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -60,6 +61,26 @@ func (d *gossipDiscovery) Changed() <-chan struct{} { return d.pool.Changed() }
 
 // PeerHasState asks p for its Raft stats on its gRPC port.
 func (d *gossipDiscovery) PeerHasState(ctx context.Context, p raftnode.Peer) (bool, error) {
+	st, err := d.raftStats(ctx, p)
+	if err != nil {
+		return false, err
+	}
+	return hasRaftState(st), nil
+}
+
+// PeerStats asks p for its Raft stats, for the leader's autopilot.
+func (d *gossipDiscovery) PeerStats(ctx context.Context, p raftnode.Peer) (raftnode.PeerStats, error) {
+	st, err := d.raftStats(ctx, p)
+	if err != nil {
+		return raftnode.PeerStats{}, err
+	}
+	return raftnode.PeerStats{Term: st.GetTerm(), LastIndex: st.GetLastIndex(),
+		LastContact: time.Duration(max(st.GetLastContact(), 0))}, nil
+}
+
+// raftStats calls pb.Peer/RaftStats on the gRPC address p publishes in
+// gossip (alive or not: a manager dead in gossip may still answer).
+func (d *gossipDiscovery) raftStats(ctx context.Context, p raftnode.Peer) (*pb.ManagerStatus, error) {
 	addr := ""
 	for _, m := range d.pool.Members() {
 		if m.Meta.Name == p.Name && m.Meta.RPCPort != 0 {
@@ -67,19 +88,19 @@ func (d *gossipDiscovery) PeerHasState(ctx context.Context, p raftnode.Peer) (bo
 		}
 	}
 	if addr == "" {
-		return false, fmt.Errorf("manager %q: no gRPC address in gossip", p.Name)
+		return nil, fmt.Errorf("manager %q: no gRPC address in gossip", p.Name)
 	}
 	cc, err := d.dial(addr)
 	if err != nil {
-		return false, fmt.Errorf("manager %q: %w", p.Name, err)
+		return nil, fmt.Errorf("manager %q: %w", p.Name, err)
 	}
 	defer cc.Close()
 
 	st, err := pb.NewPeerClient(cc).RaftStats(ctx, &pb.RaftStatsRequest{})
 	if err != nil {
-		return false, fmt.Errorf("manager %q: raft stats: %w", p.Name, err)
+		return nil, fmt.Errorf("manager %q: raft stats: %w", p.Name, err)
 	}
-	return hasRaftState(st), nil
+	return st, nil
 }
 
 // hasRaftState reads a peer's stats: a log entry, anything applied, any
@@ -111,3 +132,4 @@ func hostPort(host string, port int) string {
 var _ raftnode.Discovery = (*gossipDiscovery)(nil)
 var _ raftnode.DiscoveryNotifier = (*gossipDiscovery)(nil)
 var _ raftnode.DeadManagerLister = (*gossipDiscovery)(nil)
+var _ raftnode.PeerStatser = (*gossipDiscovery)(nil)

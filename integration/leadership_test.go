@@ -249,14 +249,16 @@ func latestDeployment(t *testing.T, c *cluster.Cluster, app string) *cluster.Dep
 
 // startOwnCluster starts a cluster of the test's own on subnet and stops
 // it when the test ends.
-func startOwnCluster(t *testing.T, managers, workers, subnet int) *cluster.Cluster {
+func startOwnCluster(t *testing.T, managers, workers, subnet int,
+	managerArgs ...string) *cluster.Cluster {
 	t.Helper()
 	c, err := cluster.Start(cluster.Config{
-		Binary:   binary,
-		Managers: managers,
-		Workers:  workers,
-		Subnet:   subnet,
-		Log:      harnessLog,
+		Binary:      binary,
+		Managers:    managers,
+		Workers:     workers,
+		Subnet:      subnet,
+		Log:         harnessLog,
+		ManagerArgs: managerArgs,
 	})
 	if err != nil {
 		t.Fatal(err)

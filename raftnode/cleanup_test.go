@@ -2,87 +2,74 @@ package raftnode
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
 
+	autopilot "github.com/hashicorp/raft-autopilot"
+
 	"github.com/hivemind-orch/hivemind/internal/testutil"
 )
 
-func TestPlanCleanup(t *testing.T) {
+func TestCleanupStatus(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	ago := func(d time.Duration) time.Time { return now.Add(-d) }
-	five := []string{"n1", "n2", "n3", "n4", "n5"}
+	base := cleanupInput{self: "n1", alive: map[string]bool{"n2": true},
+		dead: map[string]time.Time{"n2": ago(time.Hour), "n3": ago(time.Hour),
+			"n4": ago(59 * time.Second), "n1": ago(time.Hour)},
+		reached: map[string]time.Time{"n5": ago(time.Second)},
+		now:     now, after: time.Minute}
+	base.dead["n5"] = ago(time.Hour)
 	tests := []struct {
-		name   string
-		voters []string
-		alive  []string
-		dead   []DeadPeer
-		after  time.Duration
-		floor  int
-		remove []string
-		held   []string
+		name string
+		in   cleanupInput
+		want autopilot.NodeStatus
 	}{
-		{name: "floor keeps the third of three", voters: five[:3],
-			dead: []DeadPeer{{"n3", ago(time.Hour)}}, after: time.Minute, floor: 3,
-			held: []string{"n3"}},
-		{name: "expect 0 removes down to a majority", voters: five[:3],
-			dead: []DeadPeer{{"n3", ago(time.Hour)}}, after: time.Minute, floor: 1,
-			remove: []string{"n3"}},
-		{name: "not before the delay", voters: five,
-			dead: []DeadPeer{{"n5", ago(59 * time.Second)}}, after: time.Minute, floor: 3},
-		{name: "at the delay", voters: five,
-			dead: []DeadPeer{{"n5", ago(time.Minute)}}, after: time.Minute, floor: 3,
-			remove: []string{"n5"}},
-		{name: "oldest first, down to the floor", voters: five,
-			dead:  []DeadPeer{{"n4", ago(2 * time.Hour)}, {"n5", ago(3 * time.Hour)}},
-			after: time.Minute, floor: 4,
-			remove: []string{"n5"}, held: []string{"n4"}},
-		{name: "two of five down to three", voters: five,
-			dead:  []DeadPeer{{"n4", ago(2 * time.Hour)}, {"n5", ago(3 * time.Hour)}},
-			after: time.Minute, floor: 3,
-			remove: []string{"n5", "n4"}},
-		{name: "a dead majority removes nobody", voters: five,
-			dead: []DeadPeer{{"n2", ago(time.Hour)}, {"n3", ago(time.Hour)},
-				{"n4", ago(time.Hour)}},
-			after: time.Minute, floor: 1,
-			held: []string{"n2", "n3", "n4"}},
-		{name: "recently dead voters count as failed", voters: five[:4],
-			dead:  []DeadPeer{{"n3", ago(time.Hour)}, {"n4", ago(time.Second)}},
-			after: time.Minute, floor: 1,
-			held: []string{"n3"}},
-		{name: "alive again is kept", voters: five, alive: []string{"n5"},
-			dead: []DeadPeer{{"n5", ago(time.Hour)}}, after: time.Minute, floor: 3},
-		{name: "never self", voters: five,
-			dead: []DeadPeer{{"n1", ago(time.Hour)}}, after: time.Minute, floor: 1},
-		{name: "not a voter", voters: five,
-			dead: []DeadPeer{{"n9", ago(time.Hour)}}, after: time.Minute, floor: 1},
-		{name: "disabled", voters: five,
-			dead: []DeadPeer{{"n5", ago(time.Hour)}}, after: 0, floor: 1},
+		{"n1", base, autopilot.NodeAlive},  // self
+		{"n2", base, autopilot.NodeAlive},  // alive again in gossip
+		{"n3", base, autopilot.NodeFailed}, // dead for an hour
+		{"n4", base, autopilot.NodeAlive},  // not before the delay
+		{"n5", base, autopilot.NodeAlive},  // answered a second ago
+		{"n6", base, autopilot.NodeAlive},  // never seen dead
+		{"n3", func() cleanupInput { in := base; in.after = 0; return in }(),
+			autopilot.NodeAlive}, // cleanup disabled
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			alive := make(map[string]bool)
-			for _, a := range tc.alive {
-				alive[a] = true
-			}
-			plan := planCleanup(cleanupInput{
-				voters: tc.voters, self: "n1", alive: alive, dead: tc.dead,
-				now: now, after: tc.after, floor: tc.floor,
-			})
-			var removed []string
-			for _, d := range plan.remove {
-				removed = append(removed, d.Name)
-			}
-			var held []string
-			for _, h := range plan.held {
-				held = append(held, h.name)
-			}
-			if !slices.Equal(removed, tc.remove) || !slices.Equal(held, tc.held) {
-				t.Fatalf("remove %v held %v, want remove %v held %v",
-					removed, held, tc.remove, tc.held)
-			}
-		})
+		if got := tc.in.statusOf(tc.name); got != tc.want {
+			t.Errorf("%s with cleanup after %s: %s, want %s", tc.name, tc.in.after, got, tc.want)
+		}
+	}
+}
+
+func TestCleanupKeepsWhenMostLookDead(t *testing.T) {
+	dead := func(names ...string) map[string]time.Time {
+		m := make(map[string]time.Time)
+		for _, n := range names {
+			m[n] = time.Now()
+		}
+		return m
+	}
+	five := []string{"n1", "n2", "n3", "n4", "n5"}
+	tests := []struct {
+		voters []string
+		dead   map[string]time.Time
+		keep   bool
+	}{
+		{five, dead("n4", "n5"), false},
+		{five, dead("n3", "n4", "n5"), true},
+		{five[:3], dead("n3"), false},
+		{five[:3], dead("n2", "n3"), true},
+		{five[:4], dead("n3", "n4"), true},  // 2 of 3 others
+		{five[:3], dead("n1", "n3"), false}, // self does not count
+	}
+	for _, tc := range tests {
+		in := cleanupInput{voters: tc.voters, self: "n1", dead: tc.dead,
+			alive: map[string]bool{}}
+		if got := in.keep() != ""; got != tc.keep {
+			t.Errorf("voters %v, dead %v: keep %v, want %v", tc.voters,
+				slices.Sorted(maps.Keys(tc.dead)), got, tc.keep)
+		}
 	}
 }
 
@@ -150,12 +137,12 @@ func TestDeadServerCleanupKeepsBootstrapExpect(t *testing.T) {
 	c.stop(dead)
 	// Dead for an hour already: only the floor can keep it.
 	c.disc.kill(dead, time.Now().Add(-time.Hour))
-	base := leader.reconciles.Load()
-	testutil.WaitFor(t, 5*time.Second, func() error {
-		// Two passes: the one running at kill may have read the old view.
-		if got := leader.reconciles.Load(); got < base+2 {
-			return fmt.Errorf("leader made %d reconcile passes since the kill, want 2",
-				got-base)
+	// Past the time a manager that answered stats counts as alive.
+	// Two more passes: the one running then may have read the old view.
+	want := leader.cleanupPasses.Load() + uint64(reachedRecently/autopilotInterval) + 2
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if got := leader.cleanupPasses.Load(); got < want {
+			return fmt.Errorf("leader at cleanup pass %d, want %d", got, want)
 		}
 		return nil
 	})
@@ -206,4 +193,25 @@ func TestDeadServerCleanupRemovesAndReadds(t *testing.T) {
 	c.start(dead, 3)
 	c.waitServers(append(rest, dead)...)
 	c.waitApplied("while away")
+}
+
+// A manager dead in the leader's gossip but answering its stats
+// requests stays a voter.
+func TestDeadServerCleanupKeepsAnsweringManager(t *testing.T) {
+	c := startCleanupCluster(t, 5, 3, 50*time.Millisecond)
+	leaderName := c.waitLeader(nil)
+	leader := c.nodes[leaderName]
+	hidden := c.follower(leaderName)
+
+	c.disc.hide(hidden, time.Now().Add(-time.Hour))
+	want := leader.cleanupPasses.Load() + uint64(reachedRecently/autopilotInterval) + 2
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if got := leader.cleanupPasses.Load(); got < want {
+			return fmt.Errorf("leader at cleanup pass %d, want %d", got, want)
+		}
+		return nil
+	})
+	if !isVoter(t, leader, hidden) {
+		t.Fatalf("%s removed while it answered stats requests", hidden)
+	}
 }

@@ -97,7 +97,8 @@ type Config struct {
 	// from the Raft configuration; 0 disables the cleanup. The leader
 	// never removes one so that fewer voters than
 	// max(BootstrapExpect, 1) remain, nor while more than half of the
-	// other voters are dead in its view.
+	// other voters are dead in its view, nor one that answers its stats
+	// requests (see PeerStatser and autopilot.go).
 	DeadServerCleanup time.Duration
 
 	// StreamLayer, if set, replaces the plain TCP stream layer on

@@ -3,8 +3,9 @@
 // the bootstrap of a new cluster (a cluster of one, or Consul-style
 // bootstrap-expect over the managers found by gossip), adding newly
 // discovered managers as voters while leader, removing managers dead in
-// gossip for longer than Config.DeadServerCleanup (never below
-// max(BootstrapExpect, 1) voters), and leadership events.
+// gossip for longer than Config.DeadServerCleanup with
+// hashicorp/raft-autopilot (never below max(BootstrapExpect, 1)
+// voters), and leadership events.
 //
 // It never interprets log entries: the state machine is the raft.FSM
 // given in Config, and Apply hands it opaque bytes (Propose encodes a

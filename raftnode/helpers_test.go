@@ -148,6 +148,20 @@ func (d *fakeDiscovery) PeerHasState(_ context.Context, p Peer) (bool, error) {
 	return n.LastIndex() > 0, nil
 }
 
+// PeerStats answers for the running nodes, as a manager's gRPC port
+// would.
+func (d *fakeDiscovery) PeerStats(_ context.Context, p Peer) (PeerStats, error) {
+	d.mu.Lock()
+	n := d.nodes[p.Name]
+	d.mu.Unlock()
+	if n == nil {
+		return PeerStats{}, fmt.Errorf("peer %q not reachable", p.Name)
+	}
+	st := n.Stats()
+	return PeerStats{Term: st.GetTerm(), LastIndex: st.GetLastIndex(),
+		LastContact: time.Duration(st.GetLastContact())}, nil
+}
+
 func (d *fakeDiscovery) Changed() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -169,6 +183,17 @@ func (d *fakeDiscovery) add(p Peer, n *Node) {
 	if n != nil {
 		d.nodes[p.Name] = n
 	}
+	d.notify()
+}
+
+// hide marks name dead in gossip since the given time while its node
+// keeps running and answering, as for a leader whose gossip is cut off
+// from it.
+func (d *fakeDiscovery) hide(name string, since time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.peers, name)
+	d.dead[name] = since
 	d.notify()
 }
 
@@ -327,7 +352,7 @@ func (c *cluster) waitApplied(entry string) {
 // exactly want as voters.
 func (c *cluster) waitServers(want ...string) {
 	c.t.Helper()
-	testutil.WaitFor(c.t, 5*time.Second, func() error {
+	testutil.WaitFor(c.t, 10*time.Second, func() error {
 		for name, n := range c.nodes {
 			servers, err := n.Servers()
 			if err != nil {

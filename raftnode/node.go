@@ -46,6 +46,8 @@ type Node struct {
 
 	// reconciles counts the leader's reconcile passes, for tests.
 	reconciles atomic.Uint64
+	// cleanupPasses counts autopilot's dead-server passes, for tests.
+	cleanupPasses atomic.Uint64
 
 	// reads is the state of ConsistentRead (read.go).
 	reads readState

@@ -411,6 +411,28 @@ func since(t time.Time) time.Duration {
 	return time.Since(t).Round(time.Millisecond)
 }
 
+// AddManager starts one more manager, m4 and on, with the flags of the
+// first ones: its data dir is new, so it finds the running cluster in
+// gossip and waits to be added as a voter by the leader. It does not
+// wait for that.
+func (c *Cluster) AddManager() (*Member, error) {
+	c.mu.Lock()
+	i := len(c.managers) + 1
+	c.mu.Unlock()
+	if i >= 10 {
+		return nil, fmt.Errorf("add manager: at most 9 managers (workers start at .11)")
+	}
+	m := c.newManager(i)
+	c.mu.Lock()
+	if c.stopping {
+		c.mu.Unlock()
+		return nil, ErrStopping
+	}
+	c.managers = append(c.managers, m)
+	c.mu.Unlock()
+	return m, c.startMember(m)
+}
+
 // AddWorker starts one more worker, with its own containerd, that joins
 // with token. It does not wait for the worker to be ready: a test of a
 // refused token waits for it to exit instead (see ExitErr).
