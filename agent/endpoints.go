@@ -94,11 +94,11 @@ func (a *Agent) endpointsAt(ctx context.Context, addr string,
 // nothing.
 func (tr *traffic) serve(resp *pb.EndpointsResponse) {
 	index := resp.GetIndex()
-	pos := position{restores: resp.GetRestores(), index: index}
+	pos := position{epoch: resp.GetRestoreEpoch(), index: index}
 	if index == 0 || pos.before(tr.served) {
 		tr.log.Debug("ignoring stale endpoint set", "index", index,
-			"restores", pos.restores, "served", tr.served.index,
-			"served_restores", tr.served.restores)
+			"restore_epoch", pos.epoch, "served", tr.served.index,
+			"served_restore_epoch", tr.served.epoch)
 		return
 	}
 

@@ -6,16 +6,17 @@ package agent
 // from a replica that lags behind. A snapshot restore starts a new
 // history: after every manager was lost, a cluster restored from a file
 // begins a new log whose indexes may be below those a worker saw, so the
-// count of restores (ClusterMeta.restores) orders before the index.
+// restore epoch (ClusterMeta.restore_epoch, the restoring leader's clock)
+// orders before the index.
 type position struct {
-	restores uint64
-	index    uint64
+	epoch uint64
+	index uint64
 }
 
 // before reports whether p is older than q.
 func (p position) before(q position) bool {
-	if p.restores != q.restores {
-		return p.restores < q.restores
+	if p.epoch != q.epoch {
+		return p.epoch < q.epoch
 	}
 	return p.index < q.index
 }

@@ -203,18 +203,18 @@ func (r *runner) onAssign(a assignment) {
 		// A manager whose replica lags behind the one heard before:
 		// its list would undo newer decisions.
 		r.log.Debug("ignoring stale assignments", "index", a.pos.index,
-			"restores", a.pos.restores, "seen", r.pos.index,
-			"seen_restores", r.pos.restores)
+			"restore_epoch", a.pos.epoch, "seen", r.pos.index,
+			"seen_restore_epoch", r.pos.epoch)
 		return
 	}
 	switch {
 	case !r.synced:
 		r.log.Info("first assignments received", "tasks", len(a.tasks))
-	case a.pos.restores > r.pos.restores:
+	case a.pos.epoch > r.pos.epoch:
 		// What runs here that the restored state does not list is
 		// stopped now; what it lists is adopted or started.
 		r.log.Info("assignments of a restored state received; reconciling to them",
-			"tasks", len(a.tasks), "restores", a.pos.restores, "index", a.pos.index)
+			"tasks", len(a.tasks), "restore_epoch", a.pos.epoch, "index", a.pos.index)
 	}
 	r.pos = a.pos
 	r.synced = true

@@ -21,7 +21,7 @@ import (
 
 // newClusterManager is a fakeManager whose streams can refuse the node as
 // unknown, as a manager of a new cluster does before the backup is
-// restored into it, and that streams lists with a count of restores. Its
+// restored into it, and that streams lists with a restore epoch. Its
 // Assignments also fails with Unavailable while the fakeManager's refuse
 // is set. Its own fields are guarded by the fakeManager's mutex.
 type newClusterManager struct {
@@ -29,8 +29,8 @@ type newClusterManager struct {
 
 	listen string // its gRPC address
 
-	unknown  bool
-	restores uint64
+	unknown bool
+	epoch   uint64
 }
 
 // withNewClusterManager serves h.mgr through a newClusterManager and
@@ -75,7 +75,7 @@ func (m *newClusterManager) Assignments(req *pb.AssignmentsRequest,
 			m.mu.Unlock()
 			return m.refused(req.GetNode())
 		}
-		resp := &pb.AssignmentsResponse{Index: m.index, Restores: m.restores}
+		resp := &pb.AssignmentsResponse{Index: m.index, RestoreEpoch: m.epoch}
 		for _, t := range m.tasks {
 			resp.Tasks = append(resp.Tasks, proto.Clone(t).(*pb.Task))
 		}
@@ -106,7 +106,7 @@ func (m *newClusterManager) Endpoints(req *pb.EndpointsRequest,
 			m.mu.Unlock()
 			return m.refused(req.GetNode())
 		}
-		resp := &pb.EndpointsResponse{Index: m.index, Restores: m.restores}
+		resp := &pb.EndpointsResponse{Index: m.index, RestoreEpoch: m.epoch}
 		changed := m.changed
 		m.mu.Unlock()
 
@@ -122,13 +122,13 @@ func (m *newClusterManager) Endpoints(req *pb.EndpointsRequest,
 }
 
 // become switches the manager to a new state: unknown refuses the node;
-// otherwise tasks are its list at (restores, index). Open streams break
+// otherwise tasks are its list at (epoch, index). Open streams break
 // or get the new list.
-func (m *newClusterManager) become(unknown bool, restores, index uint64,
+func (m *newClusterManager) become(unknown bool, epoch, index uint64,
 	tasks ...*pb.Task) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.unknown, m.restores = unknown, restores
+	m.unknown, m.epoch = unknown, epoch
 	m.tasks, m.index, m.assigned = tasks, index, true
 	close(m.changed)
 	m.changed = make(chan struct{})

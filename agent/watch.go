@@ -91,7 +91,7 @@ func (a *Agent) watchAt(ctx context.Context, addr string,
 		a.mgrs.succeeded(addr)
 		select {
 		case out <- assignment{tasks: resp.GetTasks(), pos: position{
-			restores: resp.GetRestores(), index: resp.GetIndex()}}:
+			epoch: resp.GetRestoreEpoch(), index: resp.GetIndex()}}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -29,7 +29,7 @@ type Engine struct {
 	// are given WorkerGrace from then before anyone is marked down.
 	enabledAt atomic.Int64
 
-	// identity is the cluster ID and count of restores the last step
+	// identity is the cluster ID and restore epoch the last step
 	// saw ("" before the first): a change means a snapshot restore.
 	identity atomic.Pointer[string]
 
@@ -331,7 +331,7 @@ func sameManager(cur, want *pb.Node) bool {
 }
 
 // noteRestore gives workers WorkerGrace again when the cluster meta's
-// identity (its cluster ID, its count of restores) changed since the last
+// identity (its cluster ID, its restore epoch) changed since the last
 // step: a snapshot restore replaced every node record with a saved one
 // that this leader's gossip has not confirmed. After a disaster recovery
 // the workers are only now joining the new managers' pool, and a record
@@ -340,7 +340,7 @@ func (e *Engine) noteRestore(meta *pb.ClusterMeta, now time.Time) {
 	if meta.GetClusterId() == "" {
 		return // not initialised yet: nothing to compare
 	}
-	id := fmt.Sprintf("%s/%d", meta.GetClusterId(), meta.GetRestores())
+	id := fmt.Sprintf("%s/%d", meta.GetClusterId(), meta.GetRestoreEpoch())
 	if old := e.identity.Swap(&id); old != nil && *old != id {
 		e.enabledAt.Store(now.UnixNano())
 		e.log.Info("cluster state restored; workers get their grace again",

@@ -21,10 +21,10 @@ func TestRestoreGivesWorkersGrace(t *testing.T) {
 		restore func(meta *pb.ClusterMeta)
 	}{
 		{name: "another cluster's backup", restore: func(m *pb.ClusterMeta) {
-			m.ClusterId, m.Restores = "old-cluster", 1
+			m.ClusterId, m.RestoreEpoch = "old-cluster", 1
 		}},
 		{name: "a backup of this cluster", restore: func(m *pb.ClusterMeta) {
-			m.Restores++
+			m.RestoreEpoch++
 		}},
 	}
 	for _, tc := range tests {

@@ -23,14 +23,17 @@ const disasterSubnet = 17
 const drIngress = 18170
 
 // Issue 4, operations: disaster recovery. Back up a cluster with two apps
-// (web at v2 after v1, with an ingress port, and api), change it after
-// the backup (a new app, api scaled up), then lose every manager: all
+// (web at v2 after v1, with an ingress port, and api), restore the
+// backup into it at once (the workers see a restore of the old cluster),
+// change it after the backup (a new app, api scaled up), then lose every
+// manager: all
 // killed, their data dirs deleted, and a new cluster started on the same
 // names and addresses. The workers keep running throughout. The new
 // cluster does not know them and, even once its log is past anything the
 // workers saw, must not stop a container. Restoring the backup into it
 // brings back every app and version of the backup and nothing made
-// after it; the workers, never restarted, are ready again, keep the
+// after it; the workers, never restarted, take its lists as newer than
+// the old cluster's restore, are ready again, keep the
 // backup's tasks in the same processes and stop the containers of the
 // change made after the backup; and the restored cluster takes writes.
 func TestDisasterRecovery(t *testing.T) {
@@ -78,6 +81,14 @@ func TestDisasterRecovery(t *testing.T) {
 	backupApps := drAppsOf(t, file)
 	t.Logf("backup at %s, %s after the start: apps (name|version|versions) %s",
 		leader, since(t0), strings.ReplaceAll(backupApps, "\n", ", "))
+
+	// The backup restored into the running cluster at once (nothing
+	// changes): the workers see a restore of the old cluster, which the
+	// disaster recovery below must still come after.
+	if out, err := c.CLIAt(leader, "snapshot", "restore", file); err != nil {
+		t.Fatalf("snapshot restore into the old cluster: %v (output %q)", err, out)
+	}
+	waitRestoredLists(t, c, 1)
 
 	// After the backup: a new app, and api scaled up.
 	late := cluster.WebApp{Name: "dr-late", Image: c.Image("v1"), Replicas: 2}
@@ -262,9 +273,11 @@ func TestDisasterRecovery(t *testing.T) {
 			"which the workers were started with", strings.TrimSpace(string(tok)), err)
 	}
 
-	// The workers, never restarted, are ready; they keep the tasks of
-	// the backup in the same processes and stop the containers made
-	// after it.
+	// The workers, never restarted, take the restored lists as newer
+	// than the old cluster's restore, are ready, keep the tasks of the
+	// backup in the same processes and stop the containers made after
+	// it.
+	waitRestoredLists(t, c, 2)
 	for _, w := range c.Workers() {
 		if err := c.WaitNodeStatus(w.Name, "ready", 60*time.Second); err != nil {
 			t.Fatal(err)
@@ -429,6 +442,24 @@ func drScale(c *cluster.Cluster, manager, app string, replicas int) error {
 		return fmt.Errorf("scale %s to %d at %s: %s", app, replicas, manager, resp.Status)
 	}
 	return nil
+}
+
+// waitRestoredLists waits until every worker has logged n times that
+// it took the lists of a restored state.
+func waitRestoredLists(t *testing.T, c *cluster.Cluster, n int) {
+	t.Helper()
+	for _, w := range c.Workers() {
+		wait(t, 30*time.Second, fmt.Sprintf("%s took restored lists %d times", w.Name, n), func() error {
+			lines, err := c.Grep(w.Name, "assignments of a restored state received")
+			if err != nil {
+				return err
+			}
+			if len(lines) < n {
+				return fmt.Errorf("%s logged %d restored states, not %d", w.Name, len(lines), n)
+			}
+			return nil
+		})
+	}
 }
 
 // drAppsOf lists the apps of a snapshot file as name|version|number of

@@ -47,18 +47,18 @@ func (w *workerServer) Endpoints(req *pb.EndpointsRequest,
 		}
 		pos := posOf(snap)
 		resp := &pb.EndpointsResponse{
-			Index:    pos.index,
-			Services: endpointSet(snap),
-			Restores: pos.restores,
+			Index:        pos.index,
+			Services:     endpointSet(snap),
+			RestoreEpoch: pos.epoch,
 		}
 
 		// A replica whose state went back (a snapshot restore) waits
 		// for the entry the restore commits next: the worker would
-		// ignore a set older than the one it serves. A new count of
-		// restores goes out even with the same services, as the
+		// ignore a set older than the one it serves. A new restore
+		// epoch goes out even with the same services, as the
 		// worker may have ignored the set before it.
 		if !pos.before(sent) &&
-			(last == nil || pos.restores != sent.restores ||
+			(last == nil || pos.epoch != sent.epoch ||
 				!sameServices(resp, last) || lastStopIndex(snap) > sent.index) {
 			if err := stream.Send(resp); err != nil {
 				return err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -96,7 +97,7 @@ func (s *Server) serveRestore(w http.ResponseWriter, r *http.Request, _ map[stri
 		return
 	}
 	defer f.Close()
-	before := s.store.Meta().GetRestores()
+	before := s.store.Meta().GetRestoreEpoch()
 	if err := rs.Restore(r.Context(), f, size); err != nil {
 		status, code := http.StatusInternalServerError, codes.Internal
 		if noLeader(err) {
@@ -108,9 +109,12 @@ func (s *Server) serveRestore(w http.ResponseWriter, r *http.Request, _ map[stri
 	// The restored state records the index it was saved at, older than
 	// the log's, and in a disaster recovery (a new cluster, a new log)
 	// older than what workers that kept running have seen. Workers order
-	// lists by (restores, index) and ignore older ones, so commit the
-	// restored meta now with a count of restores above both the one
-	// replaced and the one restored.
+	// lists by (restore epoch, index) and ignore older ones, so commit
+	// the restored meta now with a new epoch: this leader's clock, which
+	// is past the epoch of any earlier restore a worker may have seen,
+	// whichever cluster did it (a count kept in a lost cluster is not:
+	// its new cluster would count from the backup's value), and in any
+	// case above the epochs replaced and restored.
 	//
 	// TODO: restored nodes keep the endpoints_index of the saved history,
 	// and a worker's report may still carry one from before the restore;
@@ -121,7 +125,7 @@ func (s *Server) serveRestore(w http.ResponseWriter, r *http.Request, _ map[stri
 	// served index only with the position it was served at, would close
 	// that window.
 	meta := proto.Clone(s.store.Meta()).(*pb.ClusterMeta)
-	meta.Restores = max(before, meta.GetRestores()) + 1
+	meta.RestoreEpoch = nextRestoreEpoch(before, meta.GetRestoreEpoch(), s.cfg.Now())
 	if _, err := s.cfg.Raft.Propose(r.Context(), fsm.SetMetaType,
 		&pb.SetMetaCmd{Meta: meta}); err != nil {
 		s.restoreFailed(w, http.StatusInternalServerError, codes.Internal,
@@ -134,6 +138,19 @@ func (s *Server) serveRestore(w http.ResponseWriter, r *http.Request, _ map[stri
 	_ = json.NewEncoder(w).Encode(RestoreResult{
 		RaftIndex: info.RaftIndex, Bytes: size, Apps: info.Counts["apps"],
 	})
+}
+
+// nextRestoreEpoch is the epoch a restore commits: now in Unix
+// nanoseconds, or one above the epochs replaced and restored if the clock
+// is behind them.
+//
+// TODO: a manager whose clock is behind the one that restored before, by
+// more than the time between the two restores, gives a disaster recovery
+// an epoch workers take for old, and they keep their containers until
+// restarted. Workers sending the highest epoch they saw when they open a
+// stream would let the leader commit one past it.
+func nextRestoreEpoch(replaced, restored uint64, now time.Time) uint64 {
+	return max(replaced+1, restored+1, uint64(now.UnixNano()))
 }
 
 // forwardRestore passes the spooled upload to the leader's HTTP address

@@ -139,14 +139,14 @@ func (w *workerServer) Assignments(req *pb.AssignmentsRequest,
 		// the file's state before the entry that counts the restore)
 		// waits for that entry: the worker ignores a list older than
 		// one it applied, and last must stay the list it did apply so
-		// that the next change is sent. A new count of restores is
+		// that the next change is sent. A new restore epoch is
 		// sent even with the same tasks, as a worker may have ignored
 		// the list before it.
 		pos := posOf(snap)
 		if !pos.before(sent) &&
-			(first || pos.restores != sent.restores || !sameTasks(tasks, last)) {
+			(first || pos.epoch != sent.epoch || !sameTasks(tasks, last)) {
 			resp := &pb.AssignmentsResponse{Tasks: tasks, Index: pos.index,
-				Restores: pos.restores}
+				RestoreEpoch: pos.epoch}
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
@@ -198,22 +198,22 @@ func knownWorker(snap *fsm.Snapshot, node string) error {
 }
 
 // listPos is where a list a stream sends stands in the cluster's
-// history: the count of snapshot restores orders before the Raft index,
-// as a restore starts a new history (the worker orders lists the same
+// history: the restore epoch orders before the Raft index, as a
+// snapshot restore starts a new history (the worker orders lists the same
 // way).
 type listPos struct {
-	restores uint64
-	index    uint64
+	epoch uint64
+	index uint64
 }
 
 func posOf(snap *fsm.Snapshot) listPos {
-	return listPos{restores: snap.Meta().GetRestores(), index: snap.Index()}
+	return listPos{epoch: snap.Meta().GetRestoreEpoch(), index: snap.Index()}
 }
 
 // before reports whether p is older than q.
 func (p listPos) before(q listPos) bool {
-	if p.restores != q.restores {
-		return p.restores < q.restores
+	if p.epoch != q.epoch {
+		return p.epoch < q.epoch
 	}
 	return p.index < q.index
 }

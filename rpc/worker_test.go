@@ -30,11 +30,11 @@ func openStreams(t *testing.T, m *testManager, node string) map[string]func() (u
 	return map[string]func() (uint64, uint64, error){
 		"assignments": func() (uint64, uint64, error) {
 			resp, err := assign.Recv()
-			return resp.GetRestores(), resp.GetIndex(), err
+			return resp.GetRestoreEpoch(), resp.GetIndex(), err
 		},
 		"endpoints": func() (uint64, uint64, error) {
 			resp, err := eps.Recv()
-			return resp.GetRestores(), resp.GetIndex(), err
+			return resp.GetRestoreEpoch(), resp.GetIndex(), err
 		},
 	}
 }
@@ -74,11 +74,15 @@ func TestStreamsRefuseUnknownWorker(t *testing.T) {
 // Disaster recovery at the seam of rpc: a new cluster (its own ID,
 // tokens and a short log) does not know the worker and refuses its
 // streams; once the backup is restored it serves the restored lists,
-// with a count of restores that orders them after anything the worker
-// saw. A restore whose state lacks a worker ends that worker's streams.
+// with a restore epoch that orders them after anything the worker saw,
+// also when the lost cluster had been through a restore after the
+// backup was taken. A restore whose state lacks a worker ends that
+// worker's streams.
 func TestStreamsAfterDisasterRestore(t *testing.T) {
 	// The old cluster: w1 with a task, and a log well past the new one's.
-	old := startManager(t, "m1", true)
+	old := startManager(t, "m1", true, func(c *Config) {
+		c.Raft = &restoreRaft{fakeRaft: c.Raft.(*fakeRaft)}
+	})
 	old.addWorker(t, "w1")
 	old.raft.mustApply(t, fsm.PlanType, &pb.PlanCmd{Create: []*pb.Task{{Id: "saved",
 		App: "web", Version: 1, Node: "w1", Desired: pb.DesiredRun,
@@ -87,10 +91,21 @@ func TestStreamsAfterDisasterRestore(t *testing.T) {
 		old.raft.mustApply(t, fsm.SetMetaType, &pb.SetMetaCmd{Meta: old.srv.store.Meta()})
 	}
 	backup := getSnapshot(t, old)
+	// After the backup, a restore into the old cluster: its workers saw
+	// this epoch before every manager was lost.
+	if status, body := postSnapshot(t, old.srv.HTTPAddr(), backup); status != http.StatusOK {
+		t.Fatalf("restore into the old cluster: status %d: %s", status, body)
+	}
+	seen := old.srv.store.Meta().GetRestoreEpoch()
+	if seen == 0 {
+		t.Fatal("restore epoch 0 after a restore into the old cluster")
+	}
 
-	// The new cluster on the same name, with its own identity.
+	// The new cluster on the same name, with its own identity, started
+	// after the old one's restore.
 	m := startManager(t, "m1", true, func(c *Config) {
 		c.Raft = &restoreRaft{fakeRaft: c.Raft.(*fakeRaft)}
+		c.Now = func() time.Time { return time.Unix(2000, 0) }
 	})
 	m.raft.mustApply(t, fsm.SetMetaType, &pb.SetMetaCmd{Meta: &pb.ClusterMeta{
 		ClusterId: "c2", WorkerToken: "new-worker-secret"}})
@@ -105,13 +120,14 @@ func TestStreamsAfterDisasterRestore(t *testing.T) {
 	}
 	streams := openStreams(t, m, "w1")
 	for stream, recv := range streams {
-		restores, index, err := recv()
+		epoch, index, err := recv()
 		if err != nil {
 			t.Fatalf("%s after the restore: %v", stream, err)
 		}
-		if restores < 1 {
-			t.Errorf("%s after the restore: restores %d (index %d), want at least 1",
-				stream, restores, index)
+		if epoch <= seen {
+			t.Errorf("%s after the restore: restore epoch %d (index %d), not past %d "+
+				"of the old cluster's restore: the worker would ignore it",
+				stream, epoch, index, seen)
 		}
 	}
 	if got := m.srv.store.Meta().GetClusterId(); got != "c1" {
@@ -136,11 +152,11 @@ func TestStreamsAfterDisasterRestore(t *testing.T) {
 	}
 }
 
-// A restore installs the file's state, whose count of restores and
-// index may be below what a worker saw, and then commits the entry that
-// counts the restore. A stream opened in between sends the installed
+// A restore installs the file's state, whose restore epoch and index
+// may be below what a worker saw, and then commits the entry with the
+// new epoch. A stream opened in between sends the installed
 // state, which the worker ignores as older than its last list; the
-// entry that counts the restore must then go out even though the node's
+// entry with the new epoch must then go out even though the node's
 // tasks and the endpoint set did not change, or the worker keeps
 // running what the restored state does not list.
 func TestStreamsSendNewRestoreCount(t *testing.T) {
@@ -159,37 +175,37 @@ func TestStreamsSendNewRestoreCount(t *testing.T) {
 	if err := rr.Restore(ctxT(t), bytes.NewReader(backup), int64(len(backup))); err != nil {
 		t.Fatal(err)
 	}
-	installed := m.srv.store.Meta().GetRestores()
+	installed := m.srv.store.Meta().GetRestoreEpoch()
 	streams := openStreams(t, m, "w1")
 	for stream, recv := range streams {
-		restores, index, err := recv()
+		epoch, index, err := recv()
 		if err != nil {
 			t.Fatalf("%s on the installed state: %v", stream, err)
 		}
-		t.Logf("%s on the installed state: restores %d, index %d", stream, restores, index)
+		t.Logf("%s on the installed state: restore epoch %d, index %d", stream, epoch, index)
 	}
 
 	meta := proto.Clone(m.srv.store.Meta()).(*pb.ClusterMeta)
-	meta.Restores = installed + 1
+	meta.RestoreEpoch = installed + 1
 	m.raft.mustApply(t, fsm.SetMetaType, &pb.SetMetaCmd{Meta: meta})
 	for stream, recv := range streams {
 		type result struct {
-			restores, index uint64
-			err             error
+			epoch, index uint64
+			err          error
 		}
 		got := make(chan result, 1)
 		go func() {
-			restores, index, err := recv()
-			got <- result{restores, index, err}
+			epoch, index, err := recv()
+			got <- result{epoch, index, err}
 		}()
 		select {
 		case r := <-got:
-			if r.err != nil || r.restores != installed+1 {
-				t.Errorf("%s after the restore was counted: restores %d, index %d (%v), want restores %d",
-					stream, r.restores, r.index, r.err, installed+1)
+			if r.err != nil || r.epoch != installed+1 {
+				t.Errorf("%s after the new epoch: restore epoch %d, index %d (%v), want %d",
+					stream, r.epoch, r.index, r.err, installed+1)
 			}
 		case <-time.After(5 * time.Second):
-			t.Errorf("%s sent nothing within 5s of the entry that counts the restore", stream)
+			t.Errorf("%s sent nothing within 5s of the entry with the new epoch", stream)
 		}
 	}
 }

@@ -1194,11 +1194,15 @@ type ClusterMeta struct {
 	ClusterId    string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	WorkerToken  string                 `protobuf:"bytes,2,opt,name=worker_token,json=workerToken,proto3" json:"worker_token,omitempty"`
 	ManagerToken string                 `protobuf:"bytes,3,opt,name=manager_token,json=managerToken,proto3" json:"manager_token,omitempty"`
-	// restores counts the snapshot restores this cluster's state has been
-	// through. Workers order assignment and endpoint lists by (restores,
-	// index): a cluster restored from a file after every manager was lost
-	// starts a new log, whose indexes may be below those a worker saw.
-	Restores      uint64 `protobuf:"varint,4,opt,name=restores,proto3" json:"restores,omitempty"`
+	// restore_epoch marks the history the state belongs to: 0 until the
+	// first snapshot restore, then set by each restore to the leader's
+	// clock in Unix nanoseconds, or one above the epoch it replaces or
+	// restores if that is higher. Workers order assignment and endpoint
+	// lists by (restore_epoch, index): a cluster restored from a file after
+	// every manager was lost starts a new log, whose indexes may be below
+	// those a worker saw, and its epoch must be above any the worker saw,
+	// which a count kept in the lost cluster could not be.
+	RestoreEpoch  uint64 `protobuf:"varint,4,opt,name=restore_epoch,json=restoreEpoch,proto3" json:"restore_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1254,9 +1258,9 @@ func (x *ClusterMeta) GetManagerToken() string {
 	return ""
 }
 
-func (x *ClusterMeta) GetRestores() uint64 {
+func (x *ClusterMeta) GetRestoreEpoch() uint64 {
 	if x != nil {
-		return x.Restores
+		return x.RestoreEpoch
 	}
 	return 0
 }
@@ -3496,7 +3500,7 @@ type AssignmentsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tasks         []*Task                `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
-	Restores      uint64                 `protobuf:"varint,3,opt,name=restores,proto3" json:"restores,omitempty"` // ClusterMeta.restores of the state the list was read from
+	RestoreEpoch  uint64                 `protobuf:"varint,3,opt,name=restore_epoch,json=restoreEpoch,proto3" json:"restore_epoch,omitempty"` // ClusterMeta.restore_epoch of the state the list was read from
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3545,9 +3549,9 @@ func (x *AssignmentsResponse) GetIndex() uint64 {
 	return 0
 }
 
-func (x *AssignmentsResponse) GetRestores() uint64 {
+func (x *AssignmentsResponse) GetRestoreEpoch() uint64 {
 	if x != nil {
-		return x.Restores
+		return x.RestoreEpoch
 	}
 	return 0
 }
@@ -3780,7 +3784,7 @@ type EndpointsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"` // the store index the set was computed at
 	Services      []*ServiceEndpoints    `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
-	Restores      uint64                 `protobuf:"varint,3,opt,name=restores,proto3" json:"restores,omitempty"` // ClusterMeta.restores of the state the set was computed from
+	RestoreEpoch  uint64                 `protobuf:"varint,3,opt,name=restore_epoch,json=restoreEpoch,proto3" json:"restore_epoch,omitempty"` // ClusterMeta.restore_epoch of the state the set was computed from
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3829,9 +3833,9 @@ func (x *EndpointsResponse) GetServices() []*ServiceEndpoints {
 	return nil
 }
 
-func (x *EndpointsResponse) GetRestores() uint64 {
+func (x *EndpointsResponse) GetRestoreEpoch() uint64 {
 	if x != nil {
-		return x.Restores
+		return x.RestoreEpoch
 	}
 	return 0
 }
@@ -4040,13 +4044,13 @@ const file_hivemind_proto_rawDesc = "" +
 	"updated_at\x18\x11 \x01(\x03R\tupdatedAt\x12!\n" +
 	"\fcreate_index\x18\x12 \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x13 \x01(\x04R\vmodifyIndex\x12'\n" +
-	"\x0frollback_reason\x18\x14 \x01(\tR\x0erollbackReason\"\x90\x01\n" +
+	"\x0frollback_reason\x18\x14 \x01(\tR\x0erollbackReason\"\x99\x01\n" +
 	"\vClusterMeta\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12!\n" +
 	"\fworker_token\x18\x02 \x01(\tR\vworkerToken\x12#\n" +
-	"\rmanager_token\x18\x03 \x01(\tR\fmanagerToken\x12\x1a\n" +
-	"\brestores\x18\x04 \x01(\x04R\brestores\"6\n" +
+	"\rmanager_token\x18\x03 \x01(\tR\fmanagerToken\x12#\n" +
+	"\rrestore_epoch\x18\x04 \x01(\x04R\frestoreEpoch\"6\n" +
 	"\rUpsertNodeCmd\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.hivemind.v1.NodeR\x04node\"K\n" +
 	"\rNodeStatusCmd\x12\x12\n" +
@@ -4192,11 +4196,11 @@ const file_hivemind_proto_rawDesc = "" +
 	"\x10RegisterResponse\x127\n" +
 	"\bmanagers\x18\x01 \x03(\v2\x1b.hivemind.v1.ManagerAddressR\bmanagers\"(\n" +
 	"\x12AssignmentsRequest\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"p\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"y\n" +
 	"\x13AssignmentsResponse\x12'\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x11.hivemind.v1.TaskR\x05tasks\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x1a\n" +
-	"\brestores\x18\x03 \x01(\x04R\brestores\"\x7f\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12#\n" +
+	"\rrestore_epoch\x18\x03 \x01(\x04R\frestoreEpoch\"\x7f\n" +
 	"\rReportRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x121\n" +
 	"\areports\x18\x02 \x03(\v2\x17.hivemind.v1.TaskReportR\areports\x12'\n" +
@@ -4214,11 +4218,11 @@ const file_hivemind_proto_rawDesc = "" +
 	"\x10ServiceEndpoints\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12'\n" +
 	"\x05ports\x18\x02 \x03(\v2\x11.hivemind.v1.PortR\x05ports\x123\n" +
-	"\tendpoints\x18\x03 \x03(\v2\x15.hivemind.v1.EndpointR\tendpoints\"\x80\x01\n" +
+	"\tendpoints\x18\x03 \x03(\v2\x15.hivemind.v1.EndpointR\tendpoints\"\x89\x01\n" +
 	"\x11EndpointsResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x129\n" +
-	"\bservices\x18\x02 \x03(\v2\x1d.hivemind.v1.ServiceEndpointsR\bservices\x12\x1a\n" +
-	"\brestores\x18\x03 \x01(\x04R\brestores\"\x10\n" +
+	"\bservices\x18\x02 \x03(\v2\x1d.hivemind.v1.ServiceEndpointsR\bservices\x12#\n" +
+	"\rrestore_epoch\x18\x03 \x01(\x04R\frestoreEpoch\"\x10\n" +
 	"\x0eReportResponse\"\x12\n" +
 	"\x10RaftStatsRequest2\x98\b\n" +
 	"\aControl\x12V\n" +
