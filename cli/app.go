@@ -196,7 +196,8 @@ func argsBetween(c *cli.Context, least, most int, usage string) ([]string, error
 		}
 	}
 	if len(pos) < least || len(pos) > most {
-		return nil, fmt.Errorf("%w: %s %s", errUsage, c.Command.HelpName, usage)
+		return nil, fmt.Errorf("%w: %s", errUsage,
+			strings.TrimSpace(c.Command.HelpName+" "+usage))
 	}
 	return pos, nil
 }

@@ -449,6 +449,14 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// A command without arguments names itself alone when given one.
+func TestUsageWithoutArguments(t *testing.T) {
+	_, err := run(t, "raft", "peers", "extra")
+	if err == nil || err.Error() != "usage: hivemind raft peers" {
+		t.Fatalf("error %q, want exactly %q", err, "usage: hivemind raft peers")
+	}
+}
+
 func TestManagerUnreachable(t *testing.T) {
 	g := newFakeGateway(t)
 	url := g.srv.URL

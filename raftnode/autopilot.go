@@ -233,7 +233,7 @@ func (p *guardPromoter) FilterFailedServerRemovals(c *autopilot.Config,
 			p.d.warnHeld(s.Name, majority, len(in.voters))
 		case len(in.voters)-i-1 < in.floor:
 			// Autopilot's MinQuorum would keep it; say so once.
-			p.d.warnHeld(s.Name, "would leave fewer voters than bootstrap-expect (min 1)",
+			p.d.warnHeld(s.Name, "would leave fewer voters than bootstrap-expect",
 				len(in.voters))
 		default:
 			kept.FailedVoters = append(kept.FailedVoters, s)

@@ -56,6 +56,12 @@ func (n *Node) discoveryChanged() <-chan struct{} {
 // configuration as voters. A server already present under the same
 // name and address is left alone; one under the same name at a new
 // address gets its address updated (AddVoter does both).
+//
+// TODO: a voter restarted after an outage during which the log grew
+// waits out hashicorp/raft's replication backoff (doubling up to about
+// 10 s) before it receives what it missed; raft has no call to cut that
+// wait short when gossip sees the manager again, and one upstream would
+// let reconcile make it catch up at once.
 func (n *Node) reconcile(ctx context.Context) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {

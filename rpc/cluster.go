@@ -3,6 +3,8 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +30,11 @@ func (c *controlServer) ClusterStatus(ctx context.Context,
 		return nil, toStatus(fmt.Errorf("cluster status: raft servers: %w", err))
 	}
 	leader, _ := c.s.cfg.Raft.Leader()
+	// By name, as an operator reads them; Raft keeps them in the order
+	// they were added.
+	slices.SortFunc(servers, func(a, b raftnode.Server) int {
+		return strings.Compare(a.Name, b.Name)
+	})
 	resp := &pb.ClusterStatusResponse{
 		Leader:   leader,
 		Managers: make([]*pb.ManagerStatus, len(servers)),

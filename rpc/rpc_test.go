@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,7 +86,7 @@ func (r *fakeRaft) Stats() *pb.ManagerStatus {
 func (r *fakeRaft) Servers() ([]raftnode.Server, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.servers, nil
+	return slices.Clone(r.servers), nil
 }
 
 func (r *fakeRaft) Propose(ctx context.Context, t fsm.CommandType,
@@ -935,9 +936,9 @@ func TestClusterStatus(t *testing.T) {
 	leader.addManager(t, follower)
 	leader.raft.set(func(r *fakeRaft) {
 		r.servers = []raftnode.Server{
+			{Name: "m3", Address: "127.0.0.3:7072", Voter: true},
 			{Name: "m1", Address: "127.0.0.1:7072", Voter: true},
 			{Name: "m2", Address: "127.0.0.2:7072", Voter: true},
-			{Name: "m3", Address: "127.0.0.3:7072", Voter: true},
 		}
 	})
 
@@ -952,10 +953,15 @@ func TestClusterStatus(t *testing.T) {
 	if len(resp.Managers) != len(want) {
 		t.Fatalf("managers %v, want %d", resp.Managers, len(want))
 	}
+	var names []string
 	for _, st := range resp.Managers {
+		names = append(names, st.Name)
 		if st.State != want[st.Name] || !st.Voter || st.Address == "" {
 			t.Errorf("manager %v, want state %q, voter, with an address", st, want[st.Name])
 		}
+	}
+	if !slices.Equal(names, []string{"m1", "m2", "m3"}) {
+		t.Errorf("managers in the order %v, want by name", names)
 	}
 
 	// Each manager reports its own engine, the leader's own directly
