@@ -26,6 +26,9 @@ func (co *clientOpts) snapshotRestore(c *cli.Context) error {
 	}
 	path := pos[0]
 	info, err := fsm.InspectSQLite(path)
+	if err == nil {
+		err = fsm.CheckSQLite(path)
+	}
 	if err != nil {
 		return fmt.Errorf("refusing to restore: %w", err)
 	}
@@ -186,9 +189,19 @@ func (co *clientOpts) snapshotInspect(c *cli.Context) error {
 		Counts: info.Counts,
 	}
 	if co.output == outputJSON {
-		return writeJSON(c.App.Writer, out)
+		err = writeJSON(c.App.Writer, out)
+	} else {
+		err = printSnapshotInfo(c.App.Writer, out)
 	}
-	return printSnapshotInfo(c.App.Writer, out)
+	if err != nil {
+		return err
+	}
+	// The summary shows what a file holds; a backup is only good if
+	// every row reads as a restore reads it.
+	if err := fsm.CheckSQLite(pos[0]); err != nil {
+		return fmt.Errorf("cannot be restored: %w", err)
+	}
+	return nil
 }
 
 func printSnapshotInfo(w io.Writer, s snapshotInfoJSON) error {

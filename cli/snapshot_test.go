@@ -14,8 +14,18 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
+
+// tamperedSnapshot is writeSnapshot with a node row that is not JSON:
+// its summary reads, a restore cannot.
+func tamperedSnapshot(t *testing.T) string {
+	t.Helper()
+	path := writeSnapshot(t)
+	testutil.ExecSQLite(t, path, "UPDATE nodes SET json = '{not json' WHERE name = 'w1'")
+	return path
+}
 
 // writeSnapshot writes a snapshot of a small state, applied in term 2,
 // and returns its path.
@@ -85,6 +95,18 @@ func TestSnapshotInspect(t *testing.T) {
 		}
 	})
 
+	t.Run("summary of a file a restore cannot read", func(t *testing.T) {
+		tampered := tamperedSnapshot(t)
+		out, err := run(t, "snapshot", "inspect", tampered)
+		if !strings.Contains(out, "\nnodes        2\n") {
+			t.Errorf("output lacks the summary:\n%s", out)
+		}
+		if err == nil || !strings.Contains(err.Error(), "cannot be restored") ||
+			!strings.Contains(err.Error(), "read nodes: invalid") {
+			t.Fatalf("inspect %s: %v, want cannot be restored: read nodes: invalid", tampered, err)
+		}
+	})
+
 	t.Run("bad output", func(t *testing.T) {
 		if _, err := run(t, "snapshot", "inspect", path, "-o", "yaml"); err == nil {
 			t.Fatal("inspect -o yaml succeeded")
@@ -126,6 +148,8 @@ func TestSnapshotRestore(t *testing.T) {
 			posts:   1},
 		{name: "refuses a non-snapshot before any upload", file: bad,
 			wantErr: "refusing to restore: snapshot \"" + bad + "\": not a hivemind snapshot"},
+		{name: "refuses an unreadable row before any upload", file: tamperedSnapshot(t),
+			wantErr: "read nodes: invalid"},
 		{name: "shows the manager's error", file: path,
 			answer: func(w http.ResponseWriter) {
 				w.Header().Set("Content-Type", "application/json")

@@ -54,6 +54,20 @@ func InspectSQLite(path string) (Info, error) {
 	return info, nil
 }
 
+// CheckSQLite reads every row of the snapshot at path as Restore does,
+// and returns the error Restore would return, if any. Raft stops a
+// manager whose state machine fails a restore it asked for, so a file
+// goes to Raft only once this has passed.
+func CheckSQLite(path string) error {
+	if err := checkMagic(path); err != nil {
+		return fmt.Errorf("snapshot %q: %w", path, err)
+	}
+	if _, err := readSQLite(path); err != nil {
+		return fmt.Errorf("snapshot %q: %w", path, err)
+	}
+	return nil
+}
+
 // checkMagic refuses a file that is not SQLite before the driver sees
 // it: the driver would create a missing file and report others late.
 func checkMagic(path string) error {

@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"bytes"
-	"database/sql"
 	"errors"
 	"io"
 	"os"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
@@ -61,7 +61,7 @@ func TestInspectSQLite(t *testing.T) {
 	}
 
 	// A snapshot written before raft_term existed has no term.
-	execSQL(t, path, "DELETE FROM meta WHERE key = 'raft_term'")
+	testutil.ExecSQLite(t, path, "DELETE FROM meta WHERE key = 'raft_term'")
 	info, err = InspectSQLite(path)
 	if err != nil || info.RaftTerm != 0 || info.RaftIndex != index {
 		t.Fatalf("inspect without raft_term: %+v, %v; want index %d, term 0",
@@ -89,9 +89,9 @@ func TestInspectRefusesOtherFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherDB := filepath.Join(dir, "other.db")
-	execSQL(t, otherDB, "CREATE TABLE things (id TEXT)")
+	testutil.ExecSQLite(t, otherDB, "CREATE TABLE things (id TEXT)")
 	noVersion := filepath.Join(dir, "noversion.db")
-	execSQL(t, noVersion, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+	testutil.ExecSQLite(t, noVersion, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
 
 	cases := []struct {
 		name string
@@ -126,20 +126,4 @@ func sameCounts(got, want map[string]int) bool {
 		}
 	}
 	return true
-}
-
-// execSQL runs one statement on the SQLite database at path.
-func execSQL(t *testing.T, path, stmt string) {
-	t.Helper()
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = db.Exec(stmt)
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatalf("%s: %v", stmt, err)
-	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
@@ -200,35 +201,32 @@ func TestRestoreRefusesBadSnapshots(t *testing.T) {
 	fullState(t, good)
 	goodBytes := persist(t, good)
 
-	// A snapshot from a future schema.
-	future := filepath.Join(t.TempDir(), "future.db")
-	if err := good.WriteSQLite(future); err != nil {
-		t.Fatal(err)
-	}
-	db, err := sql.Open("sqlite", future)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = db.Exec("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	futureBytes, err := os.ReadFile(future)
-	if err != nil {
-		t.Fatal(err)
+	// Snapshots that InspectSQLite summarises but Restore cannot read.
+	tampered := func(stmt string) []byte {
+		path := filepath.Join(t.TempDir(), "tampered.db")
+		if err := good.WriteSQLite(path); err != nil {
+			t.Fatal(err)
+		}
+		testutil.ExecSQLite(t, path, stmt)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
 	}
 
 	cases := []struct {
-		name string
-		data []byte
+		name     string
+		data     []byte
+		invalid  bool // refused as ErrInvalid
+		inspects bool // though InspectSQLite summarises it
 	}{
-		{"garbage", []byte("this is not a database")},
-		{"empty", nil},
-		{"truncated", goodBytes[:len(goodBytes)/3]},
-		{"future schema", futureBytes},
+		{"garbage", []byte("this is not a database"), false, false},
+		{"empty", nil, false, false},
+		{"truncated", goodBytes[:len(goodBytes)/3], false, false},
+		{"future schema", tampered("UPDATE meta SET value = '2' WHERE key = 'schema_version'"), true, true},
+		{"task not JSON", tampered("UPDATE tasks SET json = '{not json' WHERE rowid = 1"), true, true},
+		{"bad cluster meta", tampered("UPDATE meta SET value = '[' WHERE key = 'cluster_meta'"), true, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -239,13 +237,33 @@ func TestRestoreRefusesBadSnapshots(t *testing.T) {
 			if err == nil {
 				t.Fatal("restore succeeded, want an error")
 			}
-			if tc.name == "future schema" && !errors.Is(err, ErrInvalid) {
+			if tc.invalid && !errors.Is(err, ErrInvalid) {
 				t.Errorf("restore: %v, want ErrInvalid", err)
 			}
 			if f.State().Node("keep") == nil || f.State().Index() != 1 {
 				t.Error("a failed restore changed the state")
 			}
+
+			// CheckSQLite refuses what Restore refuses, before Raft
+			// would be asked to restore it.
+			path := filepath.Join(t.TempDir(), "file.db")
+			if err := os.WriteFile(path, tc.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := CheckSQLite(path); err == nil {
+				t.Error("CheckSQLite passed a file Restore refuses")
+			}
+			if _, err := InspectSQLite(path); tc.inspects && err != nil {
+				t.Errorf("InspectSQLite: %v, want a summary of a readable snapshot", err)
+			}
 		})
+	}
+	good2 := filepath.Join(t.TempDir(), "good.db")
+	if err := good.WriteSQLite(good2); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckSQLite(good2); err != nil {
+		t.Errorf("CheckSQLite of a good snapshot: %v", err)
 	}
 }
 

@@ -75,6 +75,11 @@ func (s *Server) serveRestore(w http.ResponseWriter, r *http.Request, _ map[stri
 		return
 	}
 	info, err := fsm.InspectSQLite(path)
+	if err == nil {
+		// The whole file, as every manager's state machine will read
+		// it: one it cannot read would stop them all.
+		err = fsm.CheckSQLite(path)
+	}
 	if err != nil {
 		s.restoreFailed(w, http.StatusBadRequest, codes.InvalidArgument,
 			fmt.Errorf("uploaded file: %w", errors.Unwrap(err)))

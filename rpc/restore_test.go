@@ -7,12 +7,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/hivemind-orch/hivemind/fsm"
+	"github.com/hivemind-orch/hivemind/internal/testutil"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
@@ -96,6 +99,17 @@ func TestRestoreRoute(t *testing.T) {
 	}})
 	// A leader without Restorer.
 	plain := startManager(t, "plain", true)
+	// A snapshot a restore cannot read, though its summary reads: Raft
+	// would stop the leader if its state machine failed to restore it.
+	tamperedPath := filepath.Join(t.TempDir(), "tampered.db")
+	if err := os.WriteFile(tamperedPath, snapshot, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testutil.ExecSQLite(t, tamperedPath, "UPDATE apps SET json = '{not json'")
+	tampered, err := os.ReadFile(tamperedPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name     string
@@ -110,6 +124,10 @@ func TestRestoreRoute(t *testing.T) {
 			http.StatusBadRequest, "not a hivemind snapshot", 0, false},
 		{"empty body refused", m2, nil,
 			http.StatusBadRequest, "not a hivemind snapshot", 0, false},
+		{"unreadable row refused", m1, tampered,
+			http.StatusBadRequest, "read apps: invalid", 0, false},
+		{"unreadable row refused by a follower", m2, tampered,
+			http.StatusBadRequest, "read apps: invalid", 0, false},
 		{"no restorer", plain, snapshot,
 			http.StatusNotImplemented, "not supported", 0, false},
 		{"follower forwards to the leader", m2, snapshot,

@@ -1,15 +1,18 @@
 // Package testutil holds the helpers the unit tests of several packages
-// share: one wait helper and one logger that writes to the test's log.
+// share: one wait helper, one logger that writes to the test's log, and
+// one way to change a SQLite snapshot file.
 // Product code never imports it.
 package testutil
 
 import (
+	"database/sql"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // pollInterval is how often WaitFor checks its condition.
@@ -58,4 +61,22 @@ func (w *writer) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
+}
+
+// ExecSQLite runs stmt on the SQLite file at path (creating it if
+// missing), as an operator with sqlite3 would: tests use it to make
+// snapshot files that are broken in a given way.
+func ExecSQLite(t testing.TB, path, stmt string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(stmt)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", stmt, err)
+	}
 }
