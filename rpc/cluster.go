@@ -35,23 +35,27 @@ func (c *controlServer) ClusterStatus(ctx context.Context,
 	slices.SortFunc(servers, func(a, b raftnode.Server) int {
 		return strings.Compare(a.Name, b.Name)
 	})
-	resp := &pb.ClusterStatusResponse{
+	return &pb.ClusterStatusResponse{
 		Leader:   leader,
-		Managers: make([]*pb.ManagerStatus, len(servers)),
-	}
+		Managers: c.s.managerStatuses(ctx, servers),
+	}, nil
+}
 
-	// Ask every manager at once so that one dead manager costs the
-	// caller one timeout, not one per manager.
+// managerStatuses asks every one of servers for its status at once, so
+// that one dead manager costs the caller one timeout, not one per
+// manager.
+func (s *Server) managerStatuses(ctx context.Context, servers []raftnode.Server) []*pb.ManagerStatus {
+	out := make([]*pb.ManagerStatus, len(servers))
 	var wg sync.WaitGroup
 	for i, srv := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp.Managers[i] = c.s.managerStatus(ctx, srv)
+			out[i] = s.managerStatus(ctx, srv)
 		}()
 	}
 	wg.Wait()
-	return resp, nil
+	return out
 }
 
 // managerStatus is one manager's own view of Raft, or "unreachable".

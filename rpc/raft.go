@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -62,7 +63,9 @@ func (s *Server) findServer(name string) (raftnode.Server, []raftnode.Server, er
 // RemovePeer removes a manager from the Raft configuration, typically
 // one that is gone for good. It runs on the leader (forwarded there) and
 // refuses to remove the leader itself: with a quorum of the rest the
-// leader would be removing the node that commits the change.
+// leader would be removing the node that commits the change. It also
+// refuses a removal that would leave too few answering voters for a
+// quorum (quorumWithout).
 //
 // TODO: the manager's node record stays in the store (status down once
 // gossip declares it dead); a RemoveNode command would clear it.
@@ -77,12 +80,18 @@ func (c *controlServer) RemovePeer(ctx context.Context,
 	if err != nil {
 		return nil, err
 	}
-	if _, _, err := c.s.findServer(name); err != nil {
+	peer, servers, err := c.s.findServer(name)
+	if err != nil {
 		return nil, err
 	}
 	if leader, _ := c.s.cfg.Raft.Leader(); name == leader || name == c.s.cfg.Name {
 		return nil, status.Errorf(codes.FailedPrecondition,
 			"raft peer %q is the leader: transfer leadership first", name)
+	}
+	if peer.Voter {
+		if err := c.s.quorumWithout(ctx, name, servers); err != nil {
+			return nil, err
+		}
 	}
 
 	if err := m.RemoveServer(name); err != nil {
@@ -90,6 +99,34 @@ func (c *controlServer) RemovePeer(ctx context.Context,
 	}
 	c.s.log.Info("removed raft peer", "node", name)
 	return &pb.RemovePeerResponse{}, nil
+}
+
+// quorumWithout refuses the removal of the voter name when the voters
+// left that answer would not be a majority of them: Raft commits the new
+// configuration with the votes of the voters left, so with one of them
+// dead the change would wait on it, the leader step down, and no manager
+// be elected until the dead one came back.
+func (s *Server) quorumWithout(ctx context.Context, name string, servers []raftnode.Server) error {
+	var left []raftnode.Server
+	for _, srv := range servers {
+		if srv.Voter && srv.Name != name {
+			left = append(left, srv)
+		}
+	}
+	var silent []string
+	for i, st := range s.managerStatuses(ctx, left) {
+		if st.GetState() == stateUnreachable {
+			silent = append(silent, left[i].Name)
+		}
+	}
+	answering, need := len(left)-len(silent), len(left)/2+1
+	if answering < need {
+		return status.Errorf(codes.FailedPrecondition,
+			"raft peer %q: removing it would leave %d voters of which %d answer, "+
+				"fewer than the %d of a quorum: bring back or remove %s first",
+			name, len(left), answering, need, strings.Join(silent, ", "))
+	}
+	return nil
 }
 
 // TransferLeadership hands leadership to the voter req.Name, or when it

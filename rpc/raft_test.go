@@ -91,6 +91,9 @@ func TestRemovePeer(t *testing.T) {
 		{"no name", "", codes.InvalidArgument, []string{"name"}},
 		{"unknown peer", "m9", codes.NotFound, []string{`"m9"`}},
 		{"the leader", "m1", codes.FailedPrecondition, []string{`"m1"`, "transfer leadership first"}},
+		// m1 and m3 would be left, m3 dead: no quorum until it is back.
+		{"a live voter while another is dead", "m2", codes.FailedPrecondition,
+			[]string{`"m2"`, "2 voters of which 1 answer", "remove m3 first"}},
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
