@@ -234,6 +234,7 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 	f.snapshots.apply(&rc)
 	scaleRaft(&rc, f.raftMultiplier)
 	rc.DeadServerCleanup = f.deadManagerCleanup
+	rc.ClusterMinVoters = func() int { return int(machine.State().Meta().GetMinVoters()) }
 	disc := &gossipDiscovery{pool: pool, dial: rpc.Dial}
 	rc.Discovery = disc
 	m.raft, err = raftnode.New(rc)
@@ -251,6 +252,7 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 	// counters in this manager's status.
 	m.engine = deploy.New(deploy.Config{
 		Logger: log, Proposer: m.raft, Store: machine.State(), Liveness: pool,
+		MinVoters: f.bootstrapExpect,
 	})
 	m.rpc, err = rpc.New(rpc.Config{
 		Name: f.name, Logger: log, FSM: machine, Raft: m.raft,

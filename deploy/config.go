@@ -57,6 +57,10 @@ type Config struct {
 	// NewID returns IDs for tasks and deployments (default: 16 hex
 	// characters from crypto/rand).
 	NewID func() string
+	// MinVoters is this manager's --bootstrap-expect: while it leads,
+	// the cluster meta's min_voters (the floor of the dead-manager
+	// cleanup) is raised to it if lower.
+	MinVoters int
 }
 
 // DefaultConfig returns a Config with every default filled in and the

@@ -227,25 +227,36 @@ func (e *Engine) submit(ctx context.Context, p *plan) error {
 	return nil
 }
 
-// ensureMeta creates the cluster ID and join tokens once.
+// ensureMeta creates the cluster ID and join tokens once, and raises
+// the cluster's min_voters to this manager's MinVoters.
 func (e *Engine) ensureMeta(ctx context.Context, snap *fsm.Snapshot) error {
 	meta := snap.Meta()
-	if meta.GetWorkerToken() != "" {
+	minVoters := uint32(max(e.cfg.MinVoters, 0))
+	if meta.GetWorkerToken() != "" && meta.GetMinVoters() >= minVoters {
 		return nil
 	}
 	next := proto.Clone(meta).(*pb.ClusterMeta)
 	if next.ClusterId == "" {
 		next.ClusterId = randomHex(16)
 	}
-	next.WorkerToken = "HMW-" + randomHex(32)
-	next.ManagerToken = "HMM-" + randomHex(32)
+	created := next.WorkerToken == ""
+	if created {
+		next.WorkerToken = "HMW-" + randomHex(32)
+		next.ManagerToken = "HMM-" + randomHex(32)
+	}
+	next.MinVoters = max(next.MinVoters, minVoters)
 	if _, err := e.propose(ctx, fsm.SetMetaType, &pb.SetMetaCmd{Meta: next}); err != nil {
 		// As for a deployment's finish: it may still commit.
 		e.log.Info("cluster meta proposed, outcome unknown",
 			"cluster_id", next.ClusterId, "error", err)
 		return fmt.Errorf("proposing cluster meta: %w", err)
 	}
-	e.log.Info("cluster meta created", "cluster_id", next.ClusterId)
+	if created {
+		e.log.Info("cluster meta created", "cluster_id", next.ClusterId,
+			"min_voters", next.MinVoters)
+	} else {
+		e.log.Info("cluster min_voters raised", "min_voters", next.MinVoters)
+	}
 	return nil
 }
 

@@ -210,8 +210,8 @@ func newHarness(t *testing.T, workers int) *harness {
 	return h
 }
 
-func (h *harness) newEngine() *Engine {
-	return New(Config{
+func (h *harness) newEngine(opts ...func(*Config)) *Engine {
+	cfg := Config{
 		Logger:      h.log,
 		Proposer:    h.prop,
 		Store:       h.fsm.State(),
@@ -224,7 +224,11 @@ func (h *harness) newEngine() *Engine {
 			h.ids++
 			return fmt.Sprintf("id%04d", h.ids)
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return New(cfg)
 }
 
 func (h *harness) store() *fsm.Store { return h.fsm.State() }

@@ -248,6 +248,39 @@ func TestWorkerDown(t *testing.T) {
 	}
 }
 
+// The leader records its --bootstrap-expect as the cluster's min_voters
+// with the tokens, and a later leader only ever raises it: one added
+// with --join alone (0) keeps the cluster's floor.
+func TestMinVotersRecorded(t *testing.T) {
+	h := newHarness(t, 0)
+	minVoters := func(n int) func(*Config) { return func(c *Config) { c.MinVoters = n } }
+
+	h.eng = h.newEngine(minVoters(3))
+	h.step()
+	first := h.store().Meta()
+	if first.GetMinVoters() != 3 || first.GetWorkerToken() == "" {
+		t.Fatalf("meta %v, want tokens and min_voters 3", first)
+	}
+
+	index := h.store().Index()
+	h.eng = h.newEngine(minVoters(0))
+	h.step()
+	if got := h.store().Meta().GetMinVoters(); got != 3 || h.store().Index() != index {
+		t.Errorf("leader without bootstrap-expect: min_voters %d (index %d -> %d), want 3 unchanged",
+			got, index, h.store().Index())
+	}
+
+	h.eng = h.newEngine(minVoters(5))
+	h.step()
+	got := h.store().Meta()
+	if got.GetMinVoters() != 5 {
+		t.Errorf("leader with bootstrap-expect 5: min_voters %d, want 5", got.GetMinVoters())
+	}
+	if got.GetWorkerToken() != first.GetWorkerToken() || got.GetClusterId() != first.GetClusterId() {
+		t.Errorf("raising min_voters changed the tokens or cluster ID: %v, was %v", got, first)
+	}
+}
+
 func TestMetaAndManagers(t *testing.T) {
 	h := newHarness(t, 0)
 	m1 := gossip.Meta{Role: pb.RoleManager, Name: "m1", Address: "10.0.1.1",

@@ -17,26 +17,32 @@ const cleanupSubnet = 24
 // itself after --dead-manager-cleanup, never below --bootstrap-expect
 // voters, and one that comes back with an empty data dir rejoins as a
 // new voter. Three managers bootstrap with --bootstrap-expect 3 and two
-// more join; three followers are then killed one after the other: the
-// first two are removed, the third is kept (3 voters is the floor) and
-// the leader says why. The first one then comes back with an empty data
-// dir and is a voter again.
+// more join with --join alone (bootstrap-expect 0), and one of those two
+// is made leader: the floor is the cluster's, not the leader's flag.
+// Three followers are then killed one after the other: the first two
+// are removed, the third is kept (3 voters is the floor) and the leader
+// says why. The first one then comes back with an empty data dir and is
+// a voter again.
 func TestDeadManagerCleanup(t *testing.T) {
 	t.Parallel()
 	const after = 3 * time.Second
 	c := startOwnCluster(t, 3, 0, cleanupSubnet,
 		"--dead-manager-cleanup", after.String())
 	for range 2 {
-		if _, err := c.AddManager(); err != nil {
+		if _, err := c.AddManager("--bootstrap-expect", "0"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	leader, err := c.WaitLeader(30 * time.Second)
+	first, err := c.WaitLeader(30 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	all := []string{"m1", "m2", "m3", "m4", "m5"}
-	waitVoters(t, c, leader, all, 30*time.Second)
+	waitVoters(t, c, first, all, 30*time.Second)
+	const leader = "m4"
+	if err := c.MoveLeadership(leader, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
 
 	// Followers, last name first.
 	var victims []string

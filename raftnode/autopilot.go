@@ -246,9 +246,14 @@ func (p *guardPromoter) FilterFailedServerRemovals(c *autopilot.Config,
 	return kept
 }
 
-// minVoters is the floor of the dead-server cleanup.
+// minVoters is the floor of the dead-server cleanup: this node's
+// BootstrapExpect or the cluster's recorded floor, whichever is higher.
 func (n *Node) minVoters() int {
-	return max(n.cfg.BootstrapExpect, 1)
+	floor := max(n.cfg.BootstrapExpect, 1)
+	if n.cfg.ClusterMinVoters != nil {
+		floor = max(floor, n.cfg.ClusterMinVoters())
+	}
+	return floor
 }
 
 // cleanupInput is what decides whether a voter is failed and whether

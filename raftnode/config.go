@@ -96,10 +96,16 @@ type Config struct {
 	// discovery (see DeadManagerLister) before the leader removes it
 	// from the Raft configuration; 0 disables the cleanup. The leader
 	// never removes one so that fewer voters than
-	// max(BootstrapExpect, 1) remain, nor while more than half of the
-	// other voters are dead in its view, nor one that answers its stats
-	// requests (see PeerStatser and autopilot.go).
+	// max(BootstrapExpect, ClusterMinVoters(), 1) remain, nor while more
+	// than half of the other voters are dead in its view, nor one that
+	// answers its stats requests (see PeerStatser and autopilot.go).
 	DeadServerCleanup time.Duration
+
+	// ClusterMinVoters, if set, is the cleanup floor the cluster's state
+	// records, read on every cleanup pass: a leader started without
+	// BootstrapExpect (added with Join alone) still keeps the floor the
+	// cluster was bootstrapped with.
+	ClusterMinVoters func() int
 
 	// StreamLayer, if set, replaces the plain TCP stream layer on
 	// BindAddr:RaftPort (the security step wraps it in TLS). Its Addr

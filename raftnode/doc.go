@@ -4,8 +4,8 @@
 // bootstrap-expect over the managers found by gossip), adding newly
 // discovered managers as voters while leader, removing managers dead in
 // gossip for longer than Config.DeadServerCleanup with
-// hashicorp/raft-autopilot (never below max(BootstrapExpect, 1)
-// voters), and leadership events.
+// hashicorp/raft-autopilot (never below max(BootstrapExpect,
+// ClusterMinVoters(), 1) voters), and leadership events.
 //
 // It never interprets log entries: the state machine is the raft.FSM
 // given in Config, and Apply hands it opaque bytes (Propose encodes a

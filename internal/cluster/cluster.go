@@ -412,10 +412,10 @@ func since(t time.Time) time.Duration {
 }
 
 // AddManager starts one more manager, m4 and on, with the flags of the
-// first ones: its data dir is new, so it finds the running cluster in
-// gossip and waits to be added as a voter by the leader. It does not
-// wait for that.
-func (c *Cluster) AddManager() (*Member, error) {
+// first ones and then args (a flag given again takes its last value):
+// its data dir is new, so it finds the running cluster in gossip and
+// waits to be added as a voter by the leader. It does not wait for that.
+func (c *Cluster) AddManager(args ...string) (*Member, error) {
 	c.mu.Lock()
 	i := len(c.managers) + 1
 	c.mu.Unlock()
@@ -423,6 +423,7 @@ func (c *Cluster) AddManager() (*Member, error) {
 		return nil, fmt.Errorf("add manager: at most 9 managers (workers start at .11)")
 	}
 	m := c.newManager(i)
+	m.args = append(m.args, args...)
 	c.mu.Lock()
 	if c.stopping {
 		c.mu.Unlock()

@@ -1202,7 +1202,12 @@ type ClusterMeta struct {
 	// every manager was lost starts a new log, whose indexes may be below
 	// those a worker saw, and its epoch must be above any the worker saw,
 	// which a count kept in the lost cluster could not be.
-	RestoreEpoch  uint64 `protobuf:"varint,4,opt,name=restore_epoch,json=restoreEpoch,proto3" json:"restore_epoch,omitempty"`
+	RestoreEpoch uint64 `protobuf:"varint,4,opt,name=restore_epoch,json=restoreEpoch,proto3" json:"restore_epoch,omitempty"`
+	// min_voters is the fewest voters the leader's dead-manager cleanup
+	// keeps: the highest --bootstrap-expect of the managers that have led,
+	// so that a leader started without it (added with --join alone) keeps
+	// the cluster's floor.
+	MinVoters     uint32 `protobuf:"varint,5,opt,name=min_voters,json=minVoters,proto3" json:"min_voters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1261,6 +1266,13 @@ func (x *ClusterMeta) GetManagerToken() string {
 func (x *ClusterMeta) GetRestoreEpoch() uint64 {
 	if x != nil {
 		return x.RestoreEpoch
+	}
+	return 0
+}
+
+func (x *ClusterMeta) GetMinVoters() uint32 {
+	if x != nil {
+		return x.MinVoters
 	}
 	return 0
 }
@@ -4044,13 +4056,15 @@ const file_hivemind_proto_rawDesc = "" +
 	"updated_at\x18\x11 \x01(\x03R\tupdatedAt\x12!\n" +
 	"\fcreate_index\x18\x12 \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x13 \x01(\x04R\vmodifyIndex\x12'\n" +
-	"\x0frollback_reason\x18\x14 \x01(\tR\x0erollbackReason\"\x99\x01\n" +
+	"\x0frollback_reason\x18\x14 \x01(\tR\x0erollbackReason\"\xb8\x01\n" +
 	"\vClusterMeta\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12!\n" +
 	"\fworker_token\x18\x02 \x01(\tR\vworkerToken\x12#\n" +
 	"\rmanager_token\x18\x03 \x01(\tR\fmanagerToken\x12#\n" +
-	"\rrestore_epoch\x18\x04 \x01(\x04R\frestoreEpoch\"6\n" +
+	"\rrestore_epoch\x18\x04 \x01(\x04R\frestoreEpoch\x12\x1d\n" +
+	"\n" +
+	"min_voters\x18\x05 \x01(\rR\tminVoters\"6\n" +
 	"\rUpsertNodeCmd\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.hivemind.v1.NodeR\x04node\"K\n" +
 	"\rNodeStatusCmd\x12\x12\n" +
