@@ -96,6 +96,13 @@ type taskState struct {
 	// drain_timeout, or exited: it may be stopped.
 	drained   bool
 	stopDrain context.CancelFunc // ends the drain wait early
+
+	// drainAbandoned is set when the task is desired run again while its
+	// drain wait (opDrain) is in flight: the wait is cancelled and its
+	// result must not mark the task drained. resumeHealthy is the health
+	// to report if a draining task is brought back to running.
+	drainAbandoned bool
+	resumeHealthy  bool
 }
 
 type runnerConfig struct {
@@ -253,7 +260,16 @@ func (r *runner) onAssign(a assignment) {
 // TODO: a task told to stop while its image is being pulled waits for the
 // pull and the start; cancelling the pull's context would stop sooner.
 func (r *runner) step(st *taskState) {
-	if !r.synced || st.op != opNone || st.retryArmed {
+	if !r.synced {
+		return
+	}
+	if st.op == opDrain && st.task.GetDesired() == pb.DesiredRun {
+		// Desired run again (a snapshot restore during a rollout) while
+		// the drain wait runs: end the wait now. Its result then steps
+		// the task, and stepRun brings it back to running.
+		r.abandonDrain(st)
+	}
+	if st.op != opNone || st.retryArmed {
 		return
 	}
 	t := st.task
@@ -290,11 +306,13 @@ func (r *runner) stepStop(st *taskState) {
 			// Adopted at restart: watch it so that an exit during
 			// the drain is seen, then carry on from here.
 			st.log.Info("adopting running container to drain it")
+			st.resumeHealthy = st.task.GetHealthy()
 			r.set(st, pb.TaskDraining, "")
 			r.watchContainer(st)
 			return
 		case pb.TaskDraining:
 		default:
+			st.resumeHealthy = st.healthy
 			r.set(st, pb.TaskDraining, "")
 		}
 		if st.task.GetOutOfRotation() {
@@ -346,12 +364,65 @@ func (r *runner) stepRun(st *taskState) {
 	switch {
 	case st.state == pb.TaskFailed || st.state == pb.TaskStopped:
 		// Never restarted here: the leader places a replacement.
+	case st.state == pb.TaskDraining:
+		// Desired run again before its stop began (a snapshot restore
+		// during a rollout brought back the task): step never gets
+		// here while the drain wait is in flight, so it is over or
+		// abandoned and nothing is left that would stop the container.
+		r.undrain(st)
+	case st.state == pb.TaskStopping:
+		// The stop began (the container got its signal) and a retry
+		// of a failed teardown brought the task here: a signalled
+		// container cannot be taken back, so the teardown is finished
+		// and the task reported stopped; the leader replaces it.
+		if st.container {
+			r.teardown(st)
+		} else {
+			r.set(st, pb.TaskStopped, "")
+		}
 	case st.container && st.state == "" && st.running:
 		r.adopt(st)
 	case st.container && st.state == "":
 		r.fail(st, st.exitCode)
 	case !st.container && st.state == "":
 		r.startOrRecover(st)
+	}
+}
+
+// abandonDrain cancels the drain wait of a task desired run again. The
+// wait's result still comes back through onDone, which then leaves the
+// task undrained and steps it.
+func (r *runner) abandonDrain(st *taskState) {
+	if st.drainAbandoned {
+		return
+	}
+	st.log.Info("desired run again while draining; abandoning the drain")
+	st.drainAbandoned = true
+	if st.stopDrain != nil {
+		st.stopDrain()
+		st.stopDrain = nil
+	}
+}
+
+// undrain brings a draining task, desired run again, back to running:
+// its container never got a stop signal. It is reported running with the
+// health it had when the drain began (the leader's view for a container
+// adopted to drain), so that the leader puts it back in rotation and a
+// task it saw healthy does not read as failed; its checks start again at
+// once. A container that exited meanwhile is a failed task like any
+// other.
+func (r *runner) undrain(st *taskState) {
+	st.drained = false
+	switch {
+	case st.running:
+		st.log.Info("back to running after an abandoned drain")
+		r.markRunning(st, st.resumeHealthy)
+	case st.container:
+		r.fail(st, st.exitCode)
+	default:
+		st.log.Warn("container of a draining task is gone")
+		st.exitCode = runtime.UnknownExitCode
+		r.set(st, pb.TaskFailed, "container lost")
 	}
 }
 
@@ -483,6 +554,13 @@ func (r *runner) onDone(res opResult) {
 		}
 	case opDrain:
 		st.stopDrain = nil
+		if st.drainAbandoned {
+			// Cancelled because the task is desired run again: it is
+			// not drained, whatever the wait returned. If it is
+			// desired stop once more by now, it drains afresh.
+			st.drainAbandoned = false
+			break
+		}
 		st.drained = true
 		if res.err != nil && st.running {
 			st.log.Info("drain timeout passed", "error", res.err)
