@@ -141,9 +141,16 @@ func (c *client) upload(ctx context.Context, path string, r io.Reader, size int6
 
 // do sends a request and returns a 2xx response; any other answer
 // becomes an *APIError.
+// path is escaped already (pathEscape): it goes out as it is.
 func (c *client) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	ref, err := url.Parse(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
 	u := *c.base
-	u.Path = strings.TrimSuffix(u.Path, "/") + path
+	u.Path = strings.TrimSuffix(u.Path, "/") + ref.Path
+	u.RawPath = strings.TrimSuffix(c.base.EscapedPath(), "/") + ref.EscapedPath()
+	u.RawQuery = ref.RawQuery
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)

@@ -94,6 +94,12 @@ func TestRaftRemovePeer(t *testing.T) {
 	if _, err := run(t, "raft", "remove-peer", "--addr", g.srv.URL); err == nil {
 		t.Errorf("remove-peer without a name succeeded")
 	}
+
+	// A name is escaped once in the path: the manager reads it back.
+	g.ok("DELETE /v1/raft/peers/a b%", &pb.RemovePeerResponse{})
+	if _, err := run(t, "raft", "remove-peer", "--addr", g.srv.URL, "a b%"); err != nil {
+		t.Errorf(`remove-peer "a b%%": %v`, err)
+	}
 }
 
 func TestRaftTransferLeadership(t *testing.T) {
