@@ -152,7 +152,8 @@ func (c *controlServer) TransferLeadership(ctx context.Context,
 	}
 
 	if err := m.TransferLeadership(target); err != nil {
-		return nil, toStatus(fmt.Errorf("transfer leadership to %q: %w", target, err))
+		// The membership's error names the target already.
+		return nil, toStatus(err)
 	}
 	c.s.log.Info("transferred leadership", "node", target)
 	return &pb.TransferLeadershipResponse{Leader: c.s.awaitNewLeader(ctx)}, nil
