@@ -102,6 +102,8 @@ func (s *Server) serveRestore(w http.ResponseWriter, r *http.Request, _ map[stri
 		return
 	}
 	defer f.Close()
+	s.restoreMu.Lock()
+	defer s.restoreMu.Unlock()
 	before := s.store.Meta().GetRestoreEpoch()
 	if err := rs.Restore(r.Context(), f, size); err != nil {
 		status, code := http.StatusInternalServerError, codes.Internal

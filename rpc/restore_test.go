@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hivemind-orch/hivemind/fsm"
 	"github.com/hivemind-orch/hivemind/internal/testutil"
@@ -223,5 +224,41 @@ func TestAssignmentsAfterRestore(t *testing.T) {
 	}
 	if len(next.Tasks) != 1 || next.Tasks[0].Id != "saved" {
 		t.Errorf("list after restore %v, want the restored task saved", next.Tasks)
+	}
+}
+
+// Restores sent at once run one after the other on the leader, each with
+// its own epoch.
+func TestConcurrentRestores(t *testing.T) {
+	src := startManager(t, "src", true)
+	snapshot := getSnapshot(t, src)
+	m := startManager(t, "m1", true, func(c *Config) {
+		c.Raft = &restoreRaft{fakeRaft: c.Raft.(*fakeRaft)}
+	})
+
+	const n = 3
+	statuses := make(chan int, n)
+	for range n {
+		go func() {
+			// Not postSnapshot: it may not fail the test from here.
+			resp, err := http.Post("http://"+m.srv.HTTPAddr()+"/v1/snapshot",
+				"application/octet-stream", bytes.NewReader(snapshot))
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	for range n {
+		if status := <-statuses; status != http.StatusOK {
+			t.Errorf("a concurrent restore answered %d", status)
+		}
+	}
+	// The test clock stands still: each restore is one past the last.
+	want := uint64(time.Unix(1000, 0).UnixNano()) + n - 1
+	if got := m.srv.store.Meta().GetRestoreEpoch(); got != want {
+		t.Errorf("restore epoch %d after %d restores, want %d", got, n, want)
 	}
 }

@@ -118,6 +118,11 @@ type Server struct {
 	// GracefulStop does not wait on them.
 	done chan struct{}
 
+	// restoreMu runs one snapshot restore at a time on this leader: a
+	// restore and the entry with its epoch go together, and Raft fails
+	// a restore that overlaps another's.
+	restoreMu sync.Mutex
+
 	mu        sync.Mutex
 	started   bool
 	rpcLis    net.Listener
