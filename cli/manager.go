@@ -247,6 +247,15 @@ func startManager(f managerFlags, log hclog.Logger) (*manager, error) {
 	if len(f.join) > 0 {
 		pool.RetryJoin(context.Background(), f.join)
 	}
+	// RetryJoin stops at its first success. A manager cut off from the
+	// others for longer than memberlist gossips to the dead (30s) would
+	// then never see them alive again, nor they it, once the partition
+	// heals: it could not vote, and a leader whose dead-manager cleanup
+	// removed it would never add it back. So, for the life of the pool,
+	// join again every few seconds the managers it knows of (seen in
+	// gossip, or named by --join) that are not alive in its gossip, as
+	// workers do (agent.rejoinManagers). Shutdown stops it.
+	pool.Rejoin(context.Background(), pb.RoleManager, f.join)
 
 	// The engine is built (disabled) before the API, which reports its
 	// counters in this manager's status.

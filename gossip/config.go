@@ -74,6 +74,9 @@ type Config struct {
 	// RetryJoinInterval is the pause between RetryJoin attempts
 	// (default 500ms).
 	RetryJoinInterval time.Duration
+	// RejoinInterval is the pause between two rounds of Rejoin
+	// (default 5s; see Pool.Rejoin).
+	RejoinInterval time.Duration
 }
 
 // DefaultConfig returns a Config with the LAN timings described on
@@ -86,6 +89,7 @@ func DefaultConfig() Config {
 		SuspicionMult:     3,
 		GossipInterval:    100 * time.Millisecond,
 		RetryJoinInterval: 500 * time.Millisecond,
+		RejoinInterval:    5 * time.Second,
 	}
 }
 
@@ -107,6 +111,9 @@ func (c Config) withDefaults() Config {
 	if c.RetryJoinInterval == 0 {
 		c.RetryJoinInterval = d.RetryJoinInterval
 	}
+	if c.RejoinInterval == 0 {
+		c.RejoinInterval = d.RejoinInterval
+	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
@@ -126,7 +133,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: node %q: port %d out of range",
 			ErrInvalidConfig, c.Name, c.Port)
 	case c.ProbeInterval < 0 || c.ProbeTimeout < 0 ||
-		c.GossipInterval < 0 || c.RetryJoinInterval < 0:
+		c.GossipInterval < 0 || c.RetryJoinInterval < 0 ||
+		c.RejoinInterval < 0:
 		return fmt.Errorf("%w: node %q: negative interval",
 			ErrInvalidConfig, c.Name)
 	case c.SuspicionMult < 0:

@@ -25,11 +25,12 @@ type Pool struct {
 	shutdownOnce sync.Once
 	shutdownCh   chan struct{}
 	shutdownErr  error
-	wg           sync.WaitGroup // RetryJoin goroutines
+	wg           sync.WaitGroup // RetryJoin and Rejoin goroutines
 }
 
 // New validates cfg, binds BindAddr:Port (TCP and UDP) and starts
-// gossiping. The pool knows only itself until Join or RetryJoin.
+// gossiping. The pool knows only itself until Join or RetryJoin; Rejoin
+// keeps it joined to the members it has seen.
 func New(cfg Config) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -202,8 +203,8 @@ func (p *Pool) Leave(timeout time.Duration) error {
 }
 
 // Shutdown stops gossiping without telling anyone: the others will
-// declare this node dead. It waits for RetryJoin goroutines to end and
-// is safe to call more than once.
+// declare this node dead. It waits for RetryJoin and Rejoin goroutines
+// to end and is safe to call more than once.
 func (p *Pool) Shutdown() error {
 	p.shutdownOnce.Do(func() {
 		close(p.shutdownCh)
