@@ -32,12 +32,12 @@ type request struct {
 // fakeGateway answers "METHOD /path" routes with fixed replies and
 // records every request.
 type fakeGateway struct {
-	t      *testing.T
-	srv    *httptest.Server
-	routes map[string]func(w http.ResponseWriter)
+	t   *testing.T
+	srv *httptest.Server
 
-	mu   sync.Mutex
-	reqs []request
+	mu     sync.Mutex // the server reads routes while tests add them
+	routes map[string]func(w http.ResponseWriter)
+	reqs   []request
 }
 
 func newFakeGateway(t *testing.T) *fakeGateway {
@@ -51,9 +51,9 @@ func (g *fakeGateway) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	g.mu.Lock()
 	g.reqs = append(g.reqs, request{r.Method, r.URL.Path, body})
+	h, ok := g.routes[r.Method+" "+r.URL.Path]
 	g.mu.Unlock()
 
-	h, ok := g.routes[r.Method+" "+r.URL.Path]
 	if !ok {
 		g.fail(w, http.StatusNotFound, 5, "Not Found")
 		return
@@ -67,15 +67,22 @@ func (g *fakeGateway) ok(route string, msg proto.Message) {
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	g.routes[route] = func(w http.ResponseWriter) {
+	g.handle(route, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(b)
-	}
+	})
+}
+
+// handle answers a route with h.
+func (g *fakeGateway) handle(route string, h func(w http.ResponseWriter)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.routes[route] = h
 }
 
 // err answers a route with the gateway's error JSON.
 func (g *fakeGateway) err(route string, status, code int, msg string) {
-	g.routes[route] = func(w http.ResponseWriter) { g.fail(w, status, code, msg) }
+	g.handle(route, func(w http.ResponseWriter) { g.fail(w, status, code, msg) })
 }
 
 func (g *fakeGateway) fail(w http.ResponseWriter, status, code int, msg string) {
@@ -388,9 +395,9 @@ func TestErrorsShowTheManagersMessage(t *testing.T) {
 	g.err("GET /v1/apps/nope", http.StatusNotFound, 5, `app "nope" not found`)
 	g.err("POST /v1/apps/web/scale", http.StatusBadRequest, 3, `app "web": replicas must not be negative`)
 	g.err("POST /v1/apps/web/rollback", http.StatusServiceUnavailable, 14, "no leader")
-	g.routes["DELETE /v1/apps/web"] = func(w http.ResponseWriter) {
+	g.handle("DELETE /v1/apps/web", func(w http.ResponseWriter) {
 		http.Error(w, "upstream broke\nmore", http.StatusBadGateway)
-	}
+	})
 
 	tests := []struct {
 		name string
@@ -577,10 +584,10 @@ func TestNodeDrainAndActivate(t *testing.T) {
 
 func TestSnapshotSave(t *testing.T) {
 	g := newFakeGateway(t)
-	g.routes["GET /v1/snapshot"] = func(w http.ResponseWriter) {
+	g.handle("GET /v1/snapshot", func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "application/vnd.sqlite3")
 		io.WriteString(w, "SQLite format 3\x00rest")
-	}
+	})
 	path := filepath.Join(t.TempDir(), "snap.db")
 	out, err := run(t, "snapshot", "save", "--addr", g.srv.URL, path)
 	if err != nil {
@@ -595,9 +602,9 @@ func TestSnapshotSave(t *testing.T) {
 	}
 
 	// A failed download leaves the old file and no temporary one.
-	g.routes["GET /v1/snapshot"] = func(w http.ResponseWriter) {
+	g.handle("GET /v1/snapshot", func(w http.ResponseWriter) {
 		http.Error(w, "snapshot: disk full", http.StatusInternalServerError)
-	}
+	})
 	_, err = run(t, "snapshot", "save", "--addr", g.srv.URL, path)
 	if err == nil || err.Error() != "snapshot: disk full (http 500)" {
 		t.Fatalf("failed snapshot: %v", err)

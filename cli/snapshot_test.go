@@ -162,7 +162,7 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newFakeGateway(t)
 			if tc.answer != nil {
-				g.routes["POST /v1/snapshot"] = tc.answer
+				g.handle("POST /v1/snapshot", tc.answer)
 			}
 			args := append([]string{"snapshot", "restore", "--addr", g.srv.URL}, tc.args...)
 			out, err := run(t, append(args, tc.file)...)
