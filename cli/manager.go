@@ -166,8 +166,8 @@ func runManager(c *cli.Context) error {
 		raftMultiplier:     c.Int("raft-multiplier"),
 		deadManagerCleanup: c.Duration("dead-manager-cleanup"),
 	}
-	if f.name == "" {
-		return errors.New("manager: --name is required (no host name to default to)")
+	if err := checkNodeName("manager", f.name); err != nil {
+		return err
 	}
 	if net.ParseIP(f.bind) == nil {
 		return fmt.Errorf("manager: bind address %q is not an IP", f.bind)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +110,30 @@ func TestManagerRaftMultiplierFlag(t *testing.T) {
 				3*def.HeartbeatTimeout, 3*def.ElectionTimeout, 3*def.LeaderLeaseTimeout, def.CommitTimeout)
 		}
 	})
+}
+
+// A node name goes into URLs, logs and Raft: odd ones are refused at
+// start, for managers and workers alike.
+func TestNodeNameFlag(t *testing.T) {
+	for _, role := range []string{"manager", "worker"} {
+		for _, name := range []string{"a b", "bad/name", "-lead", "x%y", strings.Repeat("n", 64)} {
+			t.Run(role+" "+name, func(t *testing.T) {
+				args := []string{role, "--data-dir", t.TempDir(), "--log-level", "error",
+					"--name", name}
+				if role == "worker" {
+					args = append(args, "--join", "127.0.0.1", "--token", "HMW-x")
+				}
+				_, err := run(t, args...)
+				want := role + ": --name " + fmt.Sprintf("%q", name) + ": want 1 to 63 letters"
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("%s --name %q: %v, want %q", role, name, err, want)
+				}
+			})
+		}
+	}
+	for _, name := range []string{"m1", "edge-7.example_a", strings.Repeat("n", 63)} {
+		if err := checkNodeName("worker", name); err != nil {
+			t.Errorf("name %q refused: %v", name, err)
+		}
+	}
 }

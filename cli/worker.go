@@ -54,6 +54,9 @@ func runWorker(c *cli.Context) error {
 
 	cfg := agent.DefaultConfig()
 	cfg.Name = c.String("name")
+	if err := checkNodeName("worker", cfg.Name); err != nil {
+		return err
+	}
 	cfg.DataDir = c.String("data-dir")
 	cfg.BindAddr = c.String("bind")
 	cfg.GossipPort = c.Int("gossip-port")
