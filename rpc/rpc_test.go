@@ -641,7 +641,7 @@ func TestRegister(t *testing.T) {
 		{"no token", &pb.RegisterRequest{Name: "w1", Address: "10.0.0.1"},
 			codes.PermissionDenied, "invalid join token"},
 		{"manager's name", &pb.RegisterRequest{Token: workerToken, Name: "m1", Address: "10.0.0.1"},
-			codes.AlreadyExists, `node "m1"`},
+			codes.PermissionDenied, `node "m1": name is taken by a manager`},
 		{"no name", &pb.RegisterRequest{Token: workerToken, Address: "10.0.0.1"},
 			codes.InvalidArgument, "name"},
 		{"ok", &pb.RegisterRequest{Token: workerToken, Name: "w1", Address: "10.0.0.1", GossipPort: 7073},

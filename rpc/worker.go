@@ -72,7 +72,9 @@ func (w *workerServer) registeredNode(req *pb.RegisterRequest) (*pb.Node, error)
 	switch {
 	case old == nil:
 	case old.GetRole() != pb.RoleWorker:
-		return nil, status.Errorf(codes.AlreadyExists,
+		// For good, unlike a live worker's name below: refused as a
+		// wrong token is, so that the worker exits and says why.
+		return nil, status.Errorf(codes.PermissionDenied,
 			"node %q: name is taken by a %s", req.GetName(), old.GetRole())
 	case old.GetAddress() != req.GetAddress() && old.GetStatus() != pb.NodeDown:
 		// Two live workers under one name would both run its tasks. A
