@@ -8,6 +8,7 @@ import (
 	"path"
 	"strconv"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -78,17 +79,52 @@ func (s *Server) forwardUnary(ctx context.Context, req any,
 		return nil, toStatus(err)
 	}
 
-	cc, err := s.leaderConn()
+	leader, cc, err := s.leaderConn()
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	resp := newResp()
-	out := metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.Name)
+	out, cancel := context.WithCancelCause(
+		metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.Name))
+	defer cancel(nil)
+	go s.cancelOnNewLeader(out, leader, cancel)
 	if err := cc.Invoke(out, info.FullMethod, req, resp); err != nil {
+		if cause := context.Cause(out); errors.Is(cause, errLeaderMoved) {
+			err = toStatus(fmt.Errorf("%s: %w", path.Base(info.FullMethod), cause))
+		}
 		s.log.Debug("forwarded call failed", "method", info.FullMethod, "error", err)
 		return nil, err
 	}
 	return resp, nil
+}
+
+// errLeaderMoved ends a forwarded call whose leader was replaced while it
+// ran: a leader cut off from the others would otherwise hold it until
+// the caller's deadline.
+var errLeaderMoved = fmt.Errorf("%w: leadership moved while the call was forwarded, "+
+	"so it may or may not have taken effect", ErrNoLeader)
+
+// forwardWatch is how often a forwarded call's manager looks for a new
+// leader.
+const forwardWatch = 100 * time.Millisecond
+
+// cancelOnNewLeader cancels ctx once this manager knows a leader other
+// than leader, and returns when ctx ends.
+func (s *Server) cancelOnNewLeader(ctx context.Context, leader string,
+	cancel context.CancelCauseFunc) {
+	t := time.NewTicker(forwardWatch)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now, _ := s.cfg.Raft.Leader(); now != "" && now != leader {
+			cancel(fmt.Errorf("%w (from %q to %q)", errLeaderMoved, leader, now))
+			return
+		}
+	}
 }
 
 // canForward reports whether a call this manager cannot answer as leader
@@ -114,16 +150,17 @@ func forwardedBy(ctx context.Context) string {
 }
 
 // leaderConn returns a client connection to the leader's gRPC address.
-func (s *Server) leaderConn() (*grpc.ClientConn, error) {
+func (s *Server) leaderConn() (string, *grpc.ClientConn, error) {
 	name, _ := s.cfg.Raft.Leader()
 	if name == "" {
-		return nil, ErrNoLeader
+		return "", nil, ErrNoLeader
 	}
 	addr, err := s.managerRPCAddr(name)
 	if err != nil {
-		return nil, fmt.Errorf("%w: leader %q: %w", ErrNoLeader, name, err)
+		return "", nil, fmt.Errorf("%w: leader %q: %w", ErrNoLeader, name, err)
 	}
-	return s.conns.get(addr)
+	cc, err := s.conns.get(addr)
+	return name, cc, err
 }
 
 // errNoRPCAddr means a manager's gRPC address is neither in the store

@@ -884,6 +884,45 @@ func TestForwarding(t *testing.T) {
 	})
 }
 
+// A forwarded call whose leader hangs (cut off from the others) ends as
+// soon as the follower knows another leader, not at the caller's
+// deadline, and says the call may or may not have taken effect.
+func TestForwardEndsWhenLeaderMoves(t *testing.T) {
+	leader := startManager(t, "m1", true)
+	follower := startManager(t, "m2", false)
+	follower.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
+	follower.addManager(t, leader)
+
+	release := make(chan struct{})
+	defer close(release)
+	reached := make(chan struct{})
+	leader.raft.set(func(r *fakeRaft) {
+		r.beforePropose = func() { close(reached); <-release }
+	})
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := follower.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()})
+		errc <- err
+	}()
+	select {
+	case <-reached:
+	case err := <-errc:
+		t.Fatalf("deploy returned %v before reaching the leader", err)
+	case <-time.After(testTimeout):
+		t.Fatal("the forwarded deploy never reached the leader")
+	}
+	moved := time.Now()
+	follower.raft.set(func(r *fakeRaft) { r.leaderName = "m3" })
+	select {
+	case err := <-errc:
+		wantCode(t, err, codes.Unavailable, "leadership moved", `"m1" to "m3"`, "may or may not")
+		t.Logf("ended %s after the move: %v", time.Since(moved), err)
+	case <-time.After(testTimeout):
+		t.Fatal("the forwarded deploy still waits on the old leader")
+	}
+}
+
 func TestForwardingToLeaderNotInStore(t *testing.T) {
 	leader := startManager(t, "m1", true)
 
