@@ -34,16 +34,7 @@ const gossipForgetTime = 35 * time.Second
 // again that follows the leader.
 func TestManagerGossipRejoin(t *testing.T) {
 	t.Parallel()
-	fw, err := cluster.NewFirewall(gossipRejoinChain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	removeFirewall := func() {
-		if err := fw.Remove(); err != nil {
-			t.Errorf("remove firewall chains: %v", err)
-		}
-	}
-	t.Cleanup(removeFirewall)
+	fw, removeFirewall := newFirewall(t, gossipRejoinChain)
 
 	gids := cluster.MemberGIDs(4, 0, gossipRejoinGIDBase)
 	bin, err := cluster.GroupWrapper(t.TempDir(), binary, gids)

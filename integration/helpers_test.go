@@ -29,6 +29,24 @@ func wait(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	}
 }
 
+// newFirewall makes the test's own iptables chains, removed when the
+// test ends; removeFirewall removes them (and heals every cut) sooner, and
+// may be called again.
+func newFirewall(t *testing.T, chain string) (fw *cluster.Firewall, removeFirewall func()) {
+	t.Helper()
+	fw, err := cluster.NewFirewall(chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeFirewall = func() {
+		if err := fw.Remove(); err != nil {
+			t.Errorf("remove firewall chains: %v", err)
+		}
+	}
+	t.Cleanup(removeFirewall)
+	return fw, removeFirewall
+}
+
 // deploy runs `app deploy` with spec and fails t if it is refused.
 func deploy(t *testing.T, c *cluster.Cluster, spec string) {
 	t.Helper()

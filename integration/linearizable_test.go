@@ -63,16 +63,7 @@ func TestLinearizable(t *testing.T) {
 	t.Parallel()
 	t.Run("checker rejects histories that are not linearizable", testRegisterModel)
 
-	fw, err := cluster.NewFirewall(linChain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	removeFirewall := func() {
-		if err := fw.Remove(); err != nil {
-			t.Errorf("remove firewall chains: %v", err)
-		}
-	}
-	t.Cleanup(removeFirewall)
+	fw, removeFirewall := newFirewall(t, linChain)
 
 	gids := map[string]int{}
 	for i := 1; i <= 3; i++ {

@@ -55,16 +55,7 @@ func (v *raftView) self(manager string) string {
 // acknowledged write present.
 func TestLeaderPartition(t *testing.T) {
 	t.Parallel()
-	fw, err := cluster.NewFirewall(partitionChain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	removeFirewall := func() {
-		if err := fw.Remove(); err != nil {
-			t.Errorf("remove firewall chains: %v", err)
-		}
-	}
-	t.Cleanup(removeFirewall)
+	fw, removeFirewall := newFirewall(t, partitionChain)
 
 	gids := map[string]int{}
 	for i := 1; i <= 3; i++ {

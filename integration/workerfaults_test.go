@@ -41,16 +41,7 @@ var keepDirs = os.Getenv("HIVEMIND_KEEP_DIRS") != ""
 // no task twice.
 func TestWorkerPartition(t *testing.T) {
 	t.Parallel()
-	fw, err := cluster.NewFirewall(workerPartitionChain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	removeFirewall := func() {
-		if err := fw.Remove(); err != nil {
-			t.Errorf("remove firewall chains: %v", err)
-		}
-	}
-	t.Cleanup(removeFirewall)
+	fw, removeFirewall := newFirewall(t, workerPartitionChain)
 	partition, err := cluster.NewCut(fw)
 	if err != nil {
 		t.Fatal(err)
