@@ -42,6 +42,19 @@ type fakeRuntime struct {
 	starts     map[string]runtime.Spec
 	stops      map[string]time.Duration
 	exits      chan runtime.Exit
+
+	// With block set (see blockStarts), Pull or Start waits for it to
+	// be closed or for its ctx to end.
+	block      chan struct{}
+	blockStage string // "pull" or "start"
+	// onCancel is what a Start blocked until its ctx ended does: ""
+	// returns the ctx's error and makes nothing, "leave" returns it
+	// but leaves a created, not started, container behind, "start"
+	// starts the container anyway and returns nil.
+	onCancel  string
+	inflight  int      // Pull and Start calls running now
+	peak      int      // the most inflight has been
+	cancelled []string // "pull ID" or "start ID" of calls whose ctx ended
 }
 
 func newFakeRuntime() *fakeRuntime {
@@ -58,17 +71,102 @@ func (f *fakeRuntime) record(format string, args ...any) {
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))
 }
 
-func (f *fakeRuntime) Pull(_ context.Context, image string) error {
+// blockStarts makes every Pull (stage "pull") or Start (stage "start")
+// wait until unblock or until its ctx ends; onCancel is what a Start
+// does when its ctx ends (see fakeRuntime.onCancel).
+func (f *fakeRuntime) blockStarts(stage, onCancel string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.block, f.blockStage, f.onCancel = make(chan struct{}), stage, onCancel
+}
+
+// unblock lets the blocked Pull and Start calls go on.
+func (f *fakeRuntime) unblock() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.block != nil {
+		close(f.block)
+		f.block = nil
+	}
+}
+
+// enter counts a Pull or Start call running and, if stage is blocked,
+// waits for unblock or ctx with f.mu released. It returns ctx's error
+// if ctx ended first. f.mu is held on entry and return.
+func (f *fakeRuntime) enter(ctx context.Context, stage, name string) error {
+	f.inflight++
+	f.peak = max(f.peak, f.inflight)
+	block := f.block
+	if block == nil || f.blockStage != stage {
+		return nil
+	}
+	f.mu.Unlock()
+	var err error
+	select {
+	case <-block:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	f.mu.Lock()
+	if err != nil {
+		f.cancelled = append(f.cancelled, stage+" "+name)
+	}
+	return err
+}
+
+// concurrency returns the Pull and Start calls running now and the most
+// that ever ran at once.
+func (f *fakeRuntime) concurrency() (now, peak int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inflight, f.peak
+}
+
+// cancelledCalls returns the blocked calls whose ctx ended.
+func (f *fakeRuntime) cancelledCalls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.cancelled...)
+}
+
+// containerIDs returns the IDs of the containers there now.
+func (f *fakeRuntime) containerIDs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ids []string
+	for id := range f.containers {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func (f *fakeRuntime) Pull(ctx context.Context, image string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("pull %s", image)
+	defer func() { f.inflight-- }()
+	if err := f.enter(ctx, "pull", image); err != nil {
+		return err
+	}
 	return f.pullErr[image]
 }
 
-func (f *fakeRuntime) Start(_ context.Context, s runtime.Spec) error {
+func (f *fakeRuntime) Start(ctx context.Context, s runtime.Spec) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record("start %s", s.ID)
+	defer func() { f.inflight-- }()
+	if err := f.enter(ctx, "start", s.ID); err != nil {
+		switch f.onCancel {
+		case "leave":
+			f.containers[s.ID] = &fakeContainer{spec: s}
+			return err
+		case "start":
+		default:
+			return err
+		}
+	}
 	if _, ok := f.containers[s.ID]; ok {
 		return fmt.Errorf("container %q: %w", s.ID, runtime.ErrExists)
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -23,6 +24,17 @@ const (
 	minRetryDelay = 100 * time.Millisecond
 	maxRetryDelay = 30 * time.Second
 )
+
+// maxStarts bounds the starts (image pull, then container create and
+// start) that run at once on a worker. An app of 1000 replicas must not
+// put 1000 operations on containerd at once: each start prepares a
+// snapshot and spawns a shim, and hundreds together load the host for
+// minutes and slow the containers already running. Starts are mostly
+// CPU and disk bound, so a few at a time start the queue about as fast;
+// four still lets pulls of different images overlap and one slow pull
+// not hold back the other starts. The tasks queued behind them are
+// pending and cost nothing to cancel: they never reach the runtime.
+const maxStarts = 4
 
 // drainPoll is how often a draining task's open ingress connections are
 // counted while it waits for them to end.
@@ -84,6 +96,12 @@ type taskState struct {
 	op          opKind        // the operation in flight, opNone if none
 	pendingExit *runtime.Exit // an exit seen while the start was in flight
 
+	// cancelStart cancels the start in flight (opStart); startCancelled
+	// is set once it was called because the task is desired stop or no
+	// longer assigned, and makes the start's result finish as a stop.
+	cancelStart    context.CancelFunc
+	startCancelled bool
+
 	// A failed teardown waits retryArmed for its retry; retries counts
 	// the failures in a row and sets the delay.
 	retries    int
@@ -133,6 +151,10 @@ type runner struct {
 	done   chan opResult
 	health chan healthResult
 	poke   chan string
+
+	// startSlots holds one token per start running; its capacity is
+	// maxStarts.
+	startSlots chan struct{}
 }
 
 // newRunner records the containers found at start; they are left alone
@@ -144,6 +166,7 @@ func newRunner(cfg runnerConfig, existing []runtime.Container) *runner {
 		done:         make(chan opResult),
 		health:       make(chan healthResult),
 		poke:         make(chan string),
+		startSlots:   make(chan struct{}, maxStarts),
 	}
 	for _, c := range existing {
 		st := r.newState(c.ID)
@@ -247,6 +270,16 @@ func (r *runner) onAssign(a assignment) {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+
+	// The starts that step cancels are cancelled here first, all at
+	// once: stepping a long list takes a while, and a start cancelled
+	// late in it could free its slot for a queued start of the same
+	// list that is to be cancelled too.
+	for _, st := range r.tasks {
+		if startToCancel(st) {
+			st.cancelStart()
+		}
+	}
 	for _, id := range ids {
 		r.step(r.tasks[id])
 	}
@@ -257,12 +290,15 @@ func (r *runner) onAssign(a assignment) {
 // while a failed teardown waits for its retry; the operation's end or
 // the retry steps the task again.
 //
-// TODO: a task told to stop while its image is being pulled waits for the
-// pull and the start; cancelling the pull's context would stop sooner.
+// A start in flight (waiting for a slot, pulling or starting) of a task
+// desired stop or no longer assigned is cancelled: its result then
+// finishes the task as a stop (abortStart), so that an app removed while
+// its replicas start does not wait for all of them to pull and start.
 func (r *runner) step(st *taskState) {
 	if !r.synced {
 		return
 	}
+	r.stopStart(st)
 	if st.op == opDrain && st.task.GetDesired() == pb.DesiredRun {
 		// Desired run again (a snapshot restore during a rollout) while
 		// the drain wait runs: end the wait now. Its result then steps
@@ -426,6 +462,29 @@ func (r *runner) undrain(st *taskState) {
 	}
 }
 
+// startToCancel tells whether st has a start in flight that is to be
+// cancelled, and is not yet: its task is desired stop or unassigned.
+func startToCancel(st *taskState) bool {
+	return st.op == opStart && !st.startCancelled &&
+		st.task.GetDesired() != pb.DesiredRun
+}
+
+// stopStart cancels the start in flight of a task desired stop or no
+// longer assigned. The start's result still comes back through onDone,
+// which tears down whatever it made (abortStart).
+func (r *runner) stopStart(st *taskState) {
+	if !startToCancel(st) {
+		return
+	}
+	why := "desired stop"
+	if st.task == nil {
+		why = "no longer assigned"
+	}
+	st.log.Info("cancelling start", "reason", why)
+	st.startCancelled = true
+	st.cancelStart()
+}
+
 // startOrRecover starts a task this agent has no record of, unless the
 // leader's copy shows it ran before: then the agent restarted and lost
 // the container (or never had one, after a failed pull), and restarting
@@ -446,12 +505,28 @@ func (r *runner) startOrRecover(st *taskState) {
 	}
 }
 
-// start pulls the image and starts the task's container.
+// start pulls the image and starts the task's container, once one of
+// the maxStarts slots is free; the task is pending until then. The start
+// has its own context, which stopStart cancels.
 func (r *runner) start(st *taskState) {
 	t := st.task
 	spec := containerSpec(t, r.node, r.bindAddr, r.logDir)
 	r.set(st, pb.TaskPending, "")
-	r.spawn(st, opStart, func(ctx context.Context) opResult {
+	ctx, cancel := context.WithCancel(r.ctx)
+	st.cancelStart = cancel
+	slots := r.startSlots
+	r.spawn(st, opStart, func(context.Context) opResult {
+		defer cancel()
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return opResult{stage: "wait", err: ctx.Err()}
+		}
+		defer func() { <-slots }()
+		if err := ctx.Err(); err != nil {
+			// Cancelled while the slot came free.
+			return opResult{stage: "wait", err: err}
+		}
 		if err := r.rt.Pull(ctx, spec.Image); err != nil {
 			return opResult{stage: "pull", err: err}
 		}
@@ -570,14 +645,28 @@ func (r *runner) onDone(res opResult) {
 }
 
 func (r *runner) started(st *taskState, res opResult) {
+	cancelled := st.startCancelled
+	st.cancelStart, st.startCancelled = nil, false
+	if cancelled && (res.err != nil || st.task.GetDesired() != pb.DesiredRun) {
+		// A container that started anyway while the task was desired
+		// run again is kept, as if the start had not been cancelled.
+		r.abortStart(st, res)
+		return
+	}
 	if res.err != nil {
 		msg := "start: " + res.err.Error()
 		if res.stage == "pull" {
 			msg = fmt.Sprintf("pull %s: %v", st.task.GetSpec().GetImage(),
 				res.err)
 		}
-		// TODO: a start that failed half way may leave a container
-		// behind; the runtime is expected to clean up after itself.
+		// A start that failed in the runtime's Start may have left a
+		// container (or its task) behind, for instance when its
+		// context ended between containerd's create and the reply: it
+		// is recorded, so that the task's teardown removes it once
+		// the task is desired stop or unassigned. Removing a missing
+		// container is no error.
+		st.container = leftContainer(res)
+		st.pendingExit = nil
 		st.log.Warn("task failed to start", "error", msg)
 		r.set(st, pb.TaskFailed, msg)
 		return
@@ -589,6 +678,45 @@ func (r *runner) started(st *taskState, res opResult) {
 		st.pendingExit = nil
 		r.onExit(*e)
 	}
+}
+
+// abortStart finishes a start cancelled by stopStart as a stop: what the
+// start may have made (a container that started anyway, or one created
+// and not started, left by a start cut short) is recorded, so that the
+// step that follows tears it down, and the task is reported stopping,
+// then stopped, or stopped at once when nothing was made. A task never
+// reported running was never in rotation: it has nothing to drain.
+func (r *runner) abortStart(st *taskState, res opResult) {
+	switch {
+	case res.err == nil:
+		st.container, st.running, st.startedAt = true, true, res.at
+	case leftContainer(res):
+		st.container = true
+	}
+	if e := st.pendingExit; e != nil {
+		st.running, st.exitCode = false, int32(e.Code)
+	}
+	st.pendingExit = nil
+	st.drained = true
+	st.log.Info("start cancelled", "stage", res.stage,
+		"container_left", st.container, "error", res.err)
+	if st.task == nil || st.state == pb.TaskFailed ||
+		st.state == pb.TaskStopped {
+		return
+	}
+	if st.container {
+		r.set(st, pb.TaskStopping, "")
+	} else {
+		r.set(st, pb.TaskStopped, "")
+	}
+}
+
+// leftContainer tells whether a failed start may have left a container
+// behind: one that failed in the runtime's Start, except when a container
+// of that ID was there already, which Start leaves alone and so does the
+// runner.
+func leftContainer(res opResult) bool {
+	return res.stage == "start" && !errors.Is(res.err, runtime.ErrExists)
 }
 
 func (r *runner) tornDown(st *taskState, res opResult) {
