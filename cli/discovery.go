@@ -80,6 +80,10 @@ func (d *gossipDiscovery) PeerStats(ctx context.Context, p raftnode.Peer) (raftn
 
 // raftStats calls pb.Peer/RaftStats on the gRPC address p publishes in
 // gossip (alive or not: a manager dead in gossip may still answer).
+//
+// TODO: it dials a new connection each call, and the leader's autopilot
+// calls it for every manager every second; the rpc server's connection
+// cache, shared with this discovery, would reuse one per manager.
 func (d *gossipDiscovery) raftStats(ctx context.Context, p raftnode.Peer) (*pb.ManagerStatus, error) {
 	addr := ""
 	for _, m := range d.pool.Members() {
