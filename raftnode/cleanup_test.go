@@ -215,3 +215,27 @@ func TestDeadServerCleanupKeepsAnsweringManager(t *testing.T) {
 		t.Fatalf("%s removed while it answered stats requests", hidden)
 	}
 }
+
+// A manager that gossip shows alive but that does not answer (killed a
+// moment ago, or another cluster's) is not added as a voter: a dead
+// voter counts towards the quorum. Once it answers, it is added.
+func TestReconcileAddsOnlyAnsweringManagers(t *testing.T) {
+	c := startCleanupCluster(t, 3, 3, 0)
+	leader := c.nodes[c.waitLeader(nil)]
+
+	ghost := Peer{Name: "ghost", RaftAddr: "127.0.0.1:1"}
+	c.disc.add(ghost, nil) // alive in gossip, no node answers for it
+	want := leader.reconciles.Load() + 3
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if got := leader.reconciles.Load(); got < want {
+			return fmt.Errorf("leader at reconcile pass %d, want %d", got, want)
+		}
+		return nil
+	})
+	if isVoter(t, leader, ghost.Name) {
+		t.Fatal("a manager that does not answer was added as a voter")
+	}
+
+	c.start("n4", 3)
+	c.waitServers("n1", "n2", "n3", "n4")
+}

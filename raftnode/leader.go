@@ -11,8 +11,8 @@ import (
 const reconcileInterval = time.Second
 
 // leaderLoop runs while this node is leader (ctx is cancelled when the
-// term ends): it adds every alive manager that discovery knows and the
-// Raft configuration lacks, and runs autopilot for the term, which
+// term ends): it adds every alive manager that discovery knows, the
+// Raft configuration lacks and that answers (answers), and runs autopilot for the term, which
 // removes the voters dead for longer than Config.DeadServerCleanup
 // (autopilot.go).
 func (n *Node) leaderLoop(ctx context.Context) {
@@ -43,6 +43,27 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	}
 }
 
+// addCheckTimeout bounds the stats request reconcile makes before it
+// adds a voter.
+const addCheckTimeout = time.Second
+
+// answers asks p for its Raft stats when discovery can (PeerStatser):
+// gossip still shows a manager killed a moment ago alive, and one of
+// another cluster's (a lost cluster's, seen through its workers' gossip)
+// too, and a dead voter added to the configuration counts towards a
+// quorum it cannot help: with two dead already, adding a third can leave
+// the cluster without a leader.
+func (n *Node) answers(ctx context.Context, p Peer) error {
+	statser, ok := n.cfg.Discovery.(PeerStatser)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, addCheckTimeout)
+	defer cancel()
+	_, err := statser.PeerStats(ctx, p)
+	return err
+}
+
 // discoveryChanged returns the discovery change channel, or nil (never
 // ready) when discovery cannot notify.
 func (n *Node) discoveryChanged() <-chan struct{} {
@@ -53,7 +74,7 @@ func (n *Node) discoveryChanged() <-chan struct{} {
 }
 
 // reconcile adds the discovered managers missing from the Raft
-// configuration as voters. A server already present under the same
+// configuration as voters, once they answer a stats request. A server already present under the same
 // name and address is left alone; one under the same name at a new
 // address gets its address updated (AddVoter does both).
 //
@@ -89,6 +110,11 @@ func (n *Node) reconcile(ctx context.Context) {
 			// old name, dead in gossip, is removed by autopilot.
 			n.log.Warn("reconcile: address held by another server",
 				"server", p.Name, "addr", p.RaftAddr, "holder", other)
+			continue
+		}
+		if err := n.answers(ctx, p); err != nil {
+			n.log.Debug("reconcile: not adding a manager that does not answer",
+				"server", p.Name, "error", err)
 			continue
 		}
 		if err := n.AddVoter(p.Name, p.RaftAddr); err != nil {
