@@ -168,18 +168,23 @@ func (s *Server) forwardRestore(w http.ResponseWriter, r *http.Request, path str
 			fmt.Errorf("%w: forwarded by %q to %q, which does not lead", ErrNoLeader, by, s.cfg.Name))
 		return
 	}
-	addr, err := s.leaderHTTPAddr()
+	leader, addr, err := s.leaderHTTPAddr()
 	if err != nil {
 		s.restoreFailed(w, http.StatusServiceUnavailable, codes.Unavailable, err)
 		return
 	}
+	// As a forwarded gRPC call does, it ends once another leader is
+	// known: the one it went to may be cut off.
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	go s.cancelOnNewLeader(ctx, leader, cancel)
 	f, err := os.Open(path)
 	if err != nil {
 		s.restoreFailed(w, http.StatusInternalServerError, codes.Internal, err)
 		return
 	}
 	defer f.Close()
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost,
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
 		"http://"+addr+"/v1/snapshot", f)
 	if err != nil {
 		s.restoreFailed(w, http.StatusInternalServerError, codes.Internal, err)
@@ -188,8 +193,11 @@ func (s *Server) forwardRestore(w http.ResponseWriter, r *http.Request, path str
 	req.ContentLength = size
 	req.Header.Set("Content-Type", sqliteContentType)
 	req.Header.Set(forwardedHeader, s.cfg.Name)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := forwardClient.Do(req)
 	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errLeaderMoved) {
+			err = cause
+		}
 		s.restoreFailed(w, http.StatusBadGateway, codes.Unavailable,
 			fmt.Errorf("forward restore to the leader at %s: %w", addr, err))
 		return
@@ -204,21 +212,28 @@ func (s *Server) forwardRestore(w http.ResponseWriter, r *http.Request, path str
 	}
 }
 
-// leaderHTTPAddr is the leader's HTTP "ip:port" from its node record.
+// forwardClient carries restores a follower forwards: a leader that does
+// not accept the connection is given up on after a few seconds.
+var forwardClient = &http.Client{Transport: &http.Transport{
+	DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+}}
+
+// leaderHTTPAddr is the leader's name and HTTP "ip:port" from its node
+// record.
 //
 // TODO: right after an election the new leader's node may not be in
 // the store yet; a gossip resolver like Config.PeerRPCAddr for the HTTP
 // port would cover that window (the client can retry meanwhile).
-func (s *Server) leaderHTTPAddr() (string, error) {
+func (s *Server) leaderHTTPAddr() (string, string, error) {
 	name, _ := s.cfg.Raft.Leader()
 	if name == "" {
-		return "", ErrNoLeader
+		return "", "", ErrNoLeader
 	}
 	n := s.store.Node(name)
 	if n == nil || n.GetRole() != pb.RoleManager || n.GetAddress() == "" || n.GetHttpPort() == 0 {
-		return "", fmt.Errorf("%w: leader %q: no http address known", ErrNoLeader, name)
+		return "", "", fmt.Errorf("%w: leader %q: no http address known", ErrNoLeader, name)
 	}
-	return net.JoinHostPort(n.GetAddress(), strconv.Itoa(int(n.GetHttpPort()))), nil
+	return name, net.JoinHostPort(n.GetAddress(), strconv.Itoa(int(n.GetHttpPort()))), nil
 }
 
 // spool copies r into a new file at path and returns its size.

@@ -27,9 +27,16 @@ type restoreRaft struct {
 
 	mu    sync.Mutex
 	sizes []int64
+
+	// gate, when set, runs first in every Restore: a restore that
+	// takes long.
+	gate func()
 }
 
 func (r *restoreRaft) Restore(_ context.Context, rd io.Reader, size int64) error {
+	if r.gate != nil {
+		r.gate()
+	}
 	b, err := io.ReadAll(rd)
 	if err != nil {
 		return err
@@ -260,5 +267,66 @@ func TestConcurrentRestores(t *testing.T) {
 	want := uint64(time.Unix(1000, 0).UnixNano()) + n - 1
 	if got := m.srv.store.Meta().GetRestoreEpoch(); got != want {
 		t.Errorf("restore epoch %d after %d restores, want %d", got, n, want)
+	}
+}
+
+// A restore a follower forwards ends as soon as the follower knows
+// another leader, as a forwarded call does, instead of waiting on a
+// leader that may be cut off.
+func TestForwardedRestoreEndsWhenLeaderMoves(t *testing.T) {
+	src := startManager(t, "src", true)
+	snapshot := getSnapshot(t, src)
+
+	release := make(chan struct{})
+	defer close(release)
+	reached := make(chan struct{})
+	var once sync.Once
+	m1 := startManager(t, "m1", true, func(c *Config) {
+		c.Raft = &restoreRaft{fakeRaft: c.Raft.(*fakeRaft), gate: func() {
+			once.Do(func() { close(reached) })
+			<-release
+		}}
+	})
+	m2 := startManager(t, "m2", false)
+	m2.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
+	host, port, _ := net.SplitHostPort(m1.srv.HTTPAddr())
+	hp, _ := strconv.Atoi(port)
+	m2.raft.mustApply(t, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: &pb.Node{
+		Name: "m1", Role: pb.RoleManager, Address: host, HttpPort: int32(hp),
+		RpcPort: 1, Status: pb.NodeReady,
+	}})
+
+	type answer struct {
+		status int
+		body   string
+	}
+	answers := make(chan answer, 1)
+	go func() {
+		resp, err := http.Post("http://"+m2.srv.HTTPAddr()+"/v1/snapshot",
+			"application/octet-stream", bytes.NewReader(snapshot))
+		if err != nil {
+			answers <- answer{0, err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answers <- answer{resp.StatusCode, string(b)}
+	}()
+	select {
+	case <-reached:
+	case a := <-answers:
+		t.Fatalf("restore answered %d %s before reaching the leader", a.status, a.body)
+	case <-time.After(testTimeout):
+		t.Fatal("the forwarded restore never reached the leader")
+	}
+	m2.raft.set(func(r *fakeRaft) { r.leaderName = "m3" })
+	select {
+	case a := <-answers:
+		if a.status != http.StatusBadGateway || !strings.Contains(a.body, "leadership moved") ||
+			!strings.Contains(a.body, "may or may not") {
+			t.Fatalf("answer %d %s, want 502 saying leadership moved", a.status, a.body)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the forwarded restore still waits on the old leader")
 	}
 }
