@@ -21,6 +21,16 @@ import (
 // enqueueing, the restore and the no-op after it, so a restore slower
 // than that timeout may be reported failed after it has replaced the
 // state.
+//
+// TODO: a leader deposed between restoring its FSM and committing the
+// no-op (a restore of 100 MB on a loaded host can outlast the followers'
+// election timeout) keeps the restored state, which never committed,
+// and a log it cannot match with the new leader's, until the new leader
+// walks back to its snapshot and sends it (minutes); hashicorp/raft does
+// not undo a user restore. Restoring the manager's last own snapshot
+// into its FSM when Restore fails after the FSM restore, or refusing
+// restores larger than a bound measured on the target hardware, would
+// close it.
 func (n *Node) Restore(ctx context.Context, r io.Reader, size int64) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("raft restore: %w", err)
