@@ -44,17 +44,17 @@ type fakeRuntime struct {
 	exits      chan runtime.Exit
 
 	// With block set (see blockStarts), Pull or Start waits for it to
-	// be closed or for its ctx to end.
+	// be closed or for its ctx to end; a call whose ctx ended returns
+	// the ctx's error and makes nothing.
 	block      chan struct{}
 	blockStage string // "pull" or "start"
-	// onCancel is what a Start blocked until its ctx ended does: ""
-	// returns the ctx's error and makes nothing, "leave" returns it
-	// but leaves a created, not started, container behind, "start"
-	// starts the container anyway and returns nil.
-	onCancel  string
+	// onRelease is what a blocked Start does once unblocked: "" starts
+	// the container, "fail" fails on its own but leaves a created, not
+	// started, container behind (as when containerd's cleanup fails).
+	onRelease string
 	inflight  int      // Pull and Start calls running now
 	peak      int      // the most inflight has been
-	cancelled []string // "pull ID" or "start ID" of calls whose ctx ended
+	cancelled []string // "pull IMAGE" or "start ID" of calls that saw their ctx end
 }
 
 func newFakeRuntime() *fakeRuntime {
@@ -72,12 +72,12 @@ func (f *fakeRuntime) record(format string, args ...any) {
 }
 
 // blockStarts makes every Pull (stage "pull") or Start (stage "start")
-// wait until unblock or until its ctx ends; onCancel is what a Start
-// does when its ctx ends (see fakeRuntime.onCancel).
-func (f *fakeRuntime) blockStarts(stage, onCancel string) {
+// wait until unblock or until its ctx ends; onRelease is what a Start
+// does once unblocked (see fakeRuntime.onRelease).
+func (f *fakeRuntime) blockStarts(stage, onRelease string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.block, f.blockStage, f.onCancel = make(chan struct{}), stage, onCancel
+	f.block, f.blockStage, f.onRelease = make(chan struct{}), stage, onRelease
 }
 
 // unblock lets the blocked Pull and Start calls go on.
@@ -91,27 +91,26 @@ func (f *fakeRuntime) unblock() {
 }
 
 // enter counts a Pull or Start call running and, if stage is blocked,
-// waits for unblock or ctx with f.mu released. It returns ctx's error
-// if ctx ended first. f.mu is held on entry and return.
+// waits for unblock or ctx with f.mu released. It returns ctx's error,
+// and records the call as cancelled, if ctx has ended, whether before
+// the call, while it was blocked or by the time it was unblocked. f.mu
+// is held on entry and return.
 func (f *fakeRuntime) enter(ctx context.Context, stage, name string) error {
 	f.inflight++
 	f.peak = max(f.peak, f.inflight)
-	block := f.block
-	if block == nil || f.blockStage != stage {
-		return nil
+	if block := f.block; block != nil && f.blockStage == stage {
+		f.mu.Unlock()
+		select {
+		case <-block:
+		case <-ctx.Done():
+		}
+		f.mu.Lock()
 	}
-	f.mu.Unlock()
-	var err error
-	select {
-	case <-block:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	f.mu.Lock()
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		f.cancelled = append(f.cancelled, stage+" "+name)
+		return err
 	}
-	return err
+	return nil
 }
 
 // concurrency returns the Pull and Start calls running now and the most
@@ -122,7 +121,8 @@ func (f *fakeRuntime) concurrency() (now, peak int) {
 	return f.inflight, f.peak
 }
 
-// cancelledCalls returns the blocked calls whose ctx ended.
+// cancelledCalls returns the Pull and Start calls that saw their ctx
+// end.
 func (f *fakeRuntime) cancelledCalls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -157,18 +157,16 @@ func (f *fakeRuntime) Start(ctx context.Context, s runtime.Spec) error {
 	defer f.mu.Unlock()
 	f.record("start %s", s.ID)
 	defer func() { f.inflight-- }()
+	blocked := f.block != nil && f.blockStage == "start"
 	if err := f.enter(ctx, "start", s.ID); err != nil {
-		switch f.onCancel {
-		case "leave":
-			f.containers[s.ID] = &fakeContainer{spec: s}
-			return err
-		case "start":
-		default:
-			return err
-		}
+		return err
 	}
 	if _, ok := f.containers[s.ID]; ok {
 		return fmt.Errorf("container %q: %w", s.ID, runtime.ErrExists)
+	}
+	if blocked && f.onRelease == "fail" {
+		f.containers[s.ID] = &fakeContainer{spec: s}
+		return fmt.Errorf("container %q: start: task failed", s.ID)
 	}
 	f.containers[s.ID] = &fakeContainer{spec: s, running: true}
 	f.starts[s.ID] = s

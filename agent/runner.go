@@ -290,10 +290,14 @@ func (r *runner) onAssign(a assignment) {
 // while a failed teardown waits for its retry; the operation's end or
 // the retry steps the task again.
 //
-// A start in flight (waiting for a slot, pulling or starting) of a task
-// desired stop or no longer assigned is cancelled: its result then
-// finishes the task as a stop (abortStart), so that an app removed while
-// its replicas start does not wait for all of them to pull and start.
+// A start in flight of a task desired stop or no longer assigned is
+// cancelled (stopStart): one still waiting for a slot ends at once
+// without reaching the runtime, one that got its slot ends before its
+// next runtime call, and a Pull or Start already running is let finish,
+// since containerd leaks what a cancelled call was making. The start's
+// result then finishes the task as a stop (abortStart), so that an app
+// removed while its replicas start does not wait for all of them to
+// pull and start.
 func (r *runner) step(st *taskState) {
 	if !r.synced {
 		return
@@ -470,8 +474,9 @@ func startToCancel(st *taskState) bool {
 }
 
 // stopStart cancels the start in flight of a task desired stop or no
-// longer assigned. The start's result still comes back through onDone,
-// which tears down whatever it made (abortStart).
+// longer assigned: see start for what that stops. The start's result
+// still comes back through onDone, which tears down whatever it made
+// (abortStart).
 func (r *runner) stopStart(st *taskState) {
 	if !startToCancel(st) {
 		return
@@ -506,8 +511,20 @@ func (r *runner) startOrRecover(st *taskState) {
 }
 
 // start pulls the image and starts the task's container, once one of
-// the maxStarts slots is free; the task is pending until then. The start
-// has its own context, which stopStart cancels.
+// the maxStarts slots is free; the task is pending until then.
+//
+// The start has its own context, which stopStart cancels. It ends the
+// wait for a slot and is checked before the pull and again before the
+// start, but the runtime calls never get it: Start runs with a context
+// that nothing cancels, not stopStart and not the agent's shutdown, and
+// Pull with the agent's own.
+// containerd's client leaks what a call cut short was making (a
+// container record without its task, a snapshot, a shim, a lease kept
+// for a day), and the runner's teardown cannot see what appears after
+// it ran. A start cancelled during its Pull or Start thus completes,
+// and abortStart tears down the container it made. The agent's shutdown
+// waits for the Starts in flight (at most maxStarts) and leaves their
+// containers running like the others, for the next agent to adopt.
 func (r *runner) start(st *taskState) {
 	t := st.task
 	spec := containerSpec(t, r.node, r.bindAddr, r.logDir)
@@ -527,10 +544,17 @@ func (r *runner) start(st *taskState) {
 			// Cancelled while the slot came free.
 			return opResult{stage: "wait", err: err}
 		}
-		if err := r.rt.Pull(ctx, spec.Image); err != nil {
+		// A pull ends with the agent, though: a registry that hangs
+		// must not hold the agent's shutdown, and what a pull cut
+		// short leaves is content containerd collects.
+		if err := r.rt.Pull(r.ctx, spec.Image); err != nil {
 			return opResult{stage: "pull", err: err}
 		}
-		if err := r.rt.Start(ctx, spec); err != nil {
+		if err := ctx.Err(); err != nil {
+			// Cancelled during the pull: nothing to start.
+			return opResult{stage: "wait", err: err}
+		}
+		if err := r.rt.Start(context.WithoutCancel(ctx), spec); err != nil {
 			return opResult{stage: "start", err: err}
 		}
 		return opResult{at: time.Now()}
@@ -648,8 +672,9 @@ func (r *runner) started(st *taskState, res opResult) {
 	cancelled := st.startCancelled
 	st.cancelStart, st.startCancelled = nil, false
 	if cancelled && (res.err != nil || st.task.GetDesired() != pb.DesiredRun) {
-		// A container that started anyway while the task was desired
-		// run again is kept, as if the start had not been cancelled.
+		// A start cancelled during its Pull or Start completes; if the
+		// task is desired run again by then, its container is kept,
+		// as if the start had not been cancelled.
 		r.abortStart(st, res)
 		return
 	}
@@ -660,8 +685,8 @@ func (r *runner) started(st *taskState, res opResult) {
 				res.err)
 		}
 		// A start that failed in the runtime's Start may have left a
-		// container (or its task) behind, for instance when its
-		// context ended between containerd's create and the reply: it
+		// container (or its task) behind, for instance when the
+		// runtime's own cleanup of the half made container failed: it
 		// is recorded, so that the task's teardown removes it once
 		// the task is desired stop or unassigned. Removing a missing
 		// container is no error.
@@ -681,11 +706,13 @@ func (r *runner) started(st *taskState, res opResult) {
 }
 
 // abortStart finishes a start cancelled by stopStart as a stop: what the
-// start may have made (a container that started anyway, or one created
-// and not started, left by a start cut short) is recorded, so that the
-// step that follows tears it down, and the task is reported stopping,
-// then stopped, or stopped at once when nothing was made. A task never
-// reported running was never in rotation: it has nothing to drain.
+// start made (the container of a Start that was running when the start
+// was cancelled, and so completed, or whatever a Start that failed on
+// its own left, see leftContainer) is recorded, so that the step that
+// follows tears it down, and the task is reported stopping, then
+// stopped, or stopped at once when nothing was made (cancelled before
+// Start). A task never reported running was never in rotation: it has
+// nothing to drain.
 func (r *runner) abortStart(st *taskState, res opResult) {
 	switch {
 	case res.err == nil:
