@@ -55,6 +55,21 @@ func (r *restoreRaft) calls() []int64 {
 	return append([]int64(nil), r.sizes...)
 }
 
+// followerOf starts m2, a follower that knows leader m1's HTTP address,
+// so that it forwards restores there.
+func followerOf(t *testing.T, m1 *testManager) *testManager {
+	t.Helper()
+	m2 := startManager(t, "m2", false)
+	m2.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
+	host, port, _ := net.SplitHostPort(m1.srv.HTTPAddr())
+	hp, _ := strconv.Atoi(port)
+	m2.raft.mustApply(t, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: &pb.Node{
+		Name: "m1", Role: pb.RoleManager, Address: host, HttpPort: int32(hp),
+		RpcPort: 1, Status: pb.NodeReady,
+	}})
+	return m2
+}
+
 // postSnapshot POSTs body to addr's /v1/snapshot.
 func postSnapshot(t *testing.T, addr string, body []byte) (int, []byte) {
 	t.Helper()
@@ -97,14 +112,7 @@ func TestRestoreRoute(t *testing.T) {
 		rr = &restoreRaft{fakeRaft: c.Raft.(*fakeRaft)}
 		c.Raft = rr
 	})
-	m2 := startManager(t, "m2", false)
-	m2.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
-	host, port, _ := net.SplitHostPort(m1.srv.HTTPAddr())
-	hp, _ := strconv.Atoi(port)
-	m2.raft.mustApply(t, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: &pb.Node{
-		Name: "m1", Role: pb.RoleManager, Address: host, HttpPort: int32(hp),
-		RpcPort: 1, Status: pb.NodeReady,
-	}})
+	m2 := followerOf(t, m1)
 	// A leader without Restorer.
 	plain := startManager(t, "plain", true)
 	// A snapshot a restore cannot read, though its summary reads: Raft
@@ -287,14 +295,7 @@ func TestForwardedRestoreEndsWhenLeaderMoves(t *testing.T) {
 			<-release
 		}}
 	})
-	m2 := startManager(t, "m2", false)
-	m2.raft.set(func(r *fakeRaft) { r.leaderName = "m1" })
-	host, port, _ := net.SplitHostPort(m1.srv.HTTPAddr())
-	hp, _ := strconv.Atoi(port)
-	m2.raft.mustApply(t, fsm.UpsertNodeType, &pb.UpsertNodeCmd{Node: &pb.Node{
-		Name: "m1", Role: pb.RoleManager, Address: host, HttpPort: int32(hp),
-		RpcPort: 1, Status: pb.NodeReady,
-	}})
+	m2 := followerOf(t, m1)
 
 	type answer struct {
 		status int
