@@ -25,6 +25,9 @@ const (
 
 // containerSpec is the runtime spec of task t run by the worker called
 // node. The container ID is the task ID; logs go to logDir/<id>.log.
+//
+// TODO: the log of a task that is gone stays in logDir for good; a
+// retention (by age or count) when the task is torn down would bound it.
 func containerSpec(t *pb.Task, node, bindAddr, logDir string) runtime.Spec {
 	version := strconv.FormatUint(t.GetVersion(), 10)
 	return runtime.Spec{
