@@ -31,6 +31,12 @@ type Pool struct {
 // New validates cfg, binds BindAddr:Port (TCP and UDP) and starts
 // gossiping. The pool knows only itself until Join or RetryJoin; Rejoin
 // keeps it joined to the members it has seen.
+//
+// TODO: a node started under the name another node has in the pool is
+// refused by memberlist on the others ("Conflicting address" in their
+// log) and waits without saying why; a ConflictDelegate that reports
+// the clash, and a check of the name against the pool after the first
+// join, would let a manager exit with the reason as a worker does.
 func New(cfg Config) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
