@@ -877,7 +877,11 @@ func (r *runner) markRunning(st *taskState, healthy bool) {
 
 func (r *runner) fail(st *taskState, code int32) {
 	st.exitCode = code
-	r.set(st, pb.TaskFailed, fmt.Sprintf("exited with code %d", code))
+	msg := fmt.Sprintf("exited with code %d", code)
+	if code == runtime.UnknownExitCode {
+		msg = "exited; its exit code was lost with its task"
+	}
+	r.set(st, pb.TaskFailed, msg)
 }
 
 // set changes the state and message; only a running task can be healthy.

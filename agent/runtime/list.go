@@ -43,8 +43,12 @@ func describe(ctx context.Context, ctr client.Container) (Container, error) {
 	}
 	c := Container{ID: ctr.ID(), Labels: info.Labels}
 
+	// A container without its task (the shim died and containerd
+	// cleaned up after it, or it was never started) has no exit status
+	// left: unknown, not 0.
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
+		c.ExitCode = UnknownExitCode
 		return c, nil
 	}
 	if err != nil {
@@ -52,6 +56,7 @@ func describe(ctx context.Context, ctr client.Container) (Container, error) {
 	}
 	st, err := task.Status(ctx)
 	if errdefs.IsNotFound(err) {
+		c.ExitCode = UnknownExitCode
 		return c, nil
 	}
 	if err != nil {

@@ -54,7 +54,8 @@ type Container struct {
 	Labels map[string]string
 	// Running is true while its task runs.
 	Running bool
-	// ExitCode is the code of a task that has exited, 0 otherwise.
+	// ExitCode is the code of a task that has exited, UnknownExitCode
+	// for a container without a task, 0 while it runs.
 	ExitCode int
 	// Pid is the task's init process on the host, 0 without a task.
 	Pid uint32

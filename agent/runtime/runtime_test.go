@@ -527,3 +527,57 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// A container whose task is gone (its shim died, and containerd cleaned
+// up after it) lists as not running with its exit code lost, not 0: the
+// agent reports the task failed without inventing a clean exit.
+func TestListTaskGoneExitUnknown(t *testing.T) {
+	e := newEnv(t)
+	rt := e.runtime(t)
+	ctx := context.Background()
+
+	if err := rt.Pull(ctx, e.reg.Ref("web:v1")); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	s, _ := e.spec(t, "web-gone", "web:v1")
+	if err := rt.Start(ctx, s); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() { _ = rt.Remove(ctx, "web-gone") })
+
+	// The task deleted behind the runtime's back, as containerd does
+	// when the shim dies.
+	cl, err := client.New(e.ctrd.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	nctx := namespaces.WithNamespace(ctx, e.ctrd.Namespace)
+	ctr, err := cl.LoadContainer(nctx, "web-gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(nctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := task.Delete(nctx, client.WithProcessKill); err != nil {
+		t.Fatalf("delete task: %v", err)
+	}
+
+	list, err := rt.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range list {
+		if c.ID != "web-gone" {
+			continue
+		}
+		if c.Running || c.ExitCode != runtime.UnknownExitCode {
+			t.Fatalf("listed %+v, want not running with exit code %d (lost)",
+				c, runtime.UnknownExitCode)
+		}
+		return
+	}
+	t.Fatalf("web-gone not listed: %+v", list)
+}
