@@ -389,7 +389,7 @@ func webSpec(image string, replicas int32) *pb.AppSpec {
 			MinHealthyTime:   int64(2 * time.Second),
 			HealthyDeadline:  int64(10 * time.Second),
 			ProgressDeadline: int64(30 * time.Second),
-			AutoRollback:     true,
+			AutoRollback:     proto.Bool(true),
 		},
 	}
 }

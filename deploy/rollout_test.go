@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/hivemind-orch/hivemind/fsm"
 	"github.com/hivemind-orch/hivemind/gossip"
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -155,7 +157,7 @@ func TestRolloutWithoutAutoRollbackFails(t *testing.T) {
 	h.steady(webSpec("v1", 4))
 	h.healthy = func(t *pb.Task) bool { return t.GetSpec().GetImage() != "v2" }
 	spec := webSpec("v2", 4)
-	spec.Update.AutoRollback = false
+	spec.Update.AutoRollback = proto.Bool(false)
 	h.deploy(spec)
 
 	h.run(time.Second, 60, nil, h.deploymentStatus("web", pb.DeploymentFailed))
@@ -411,7 +413,7 @@ func TestRolloutFailsAtProgressDeadline(t *testing.T) {
 			At: h.clock.Now().UnixNano()})
 	}
 	spec := webSpec("v2", 2)
-	spec.Update.AutoRollback = false
+	spec.Update.AutoRollback = proto.Bool(false)
 	h.deploy(spec)
 	start := h.clock.Now()
 

@@ -3,6 +3,8 @@ package spec
 import (
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/hivemind-orch/hivemind/rpc/pb"
 )
 
@@ -25,8 +27,8 @@ const (
 // timeout 1s (start_period stays 0), an HTTP check path of "/", update
 // batch_size 1, min_healthy_time 2s, healthy_deadline 30s,
 // progress_deadline 2m, drain_timeout 5s, stop_timeout 10s, and protocol
-// "tcp" for ports that name none. A nil Health or Update is created, and a
-// created Update has auto_rollback on. It is idempotent.
+// "tcp" for ports that name none. A nil Health or Update is created, and
+// an absent auto_rollback is on. It is idempotent.
 //
 // Replicas is left alone: a *pb.AppSpec cannot tell an explicit 0 from an
 // absent field, so Parse decides that default, and a spec posted as JSON
@@ -56,9 +58,12 @@ func ApplyDefaults(s *pb.AppSpec) {
 	}
 
 	if s.Update == nil {
-		s.Update = &pb.UpdateSpec{AutoRollback: true}
+		s.Update = &pb.UpdateSpec{}
 	}
 	u := s.Update
+	if u.AutoRollback == nil {
+		u.AutoRollback = proto.Bool(true)
+	}
 	if u.BatchSize == 0 {
 		u.BatchSize = DefaultBatchSize
 	}

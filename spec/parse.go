@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"gopkg.in/yaml.v3"
 
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -321,14 +322,14 @@ func (f *fileSpec) toProto() *pb.AppSpec {
 			s.Health.Tcp = &pb.TCPCheck{Port: h.TCP.Port}
 		}
 	}
-	s.Update = &pb.UpdateSpec{AutoRollback: true}
+	s.Update = &pb.UpdateSpec{AutoRollback: proto.Bool(true)}
 	if u := f.Update; u != nil {
 		s.Update = &pb.UpdateSpec{
 			BatchSize:        u.BatchSize,
 			MinHealthyTime:   u.MinHealthyTime.nanos(),
 			HealthyDeadline:  u.HealthyDeadline.nanos(),
 			ProgressDeadline: u.ProgressDeadline.nanos(),
-			AutoRollback:     u.AutoRollback == nil || *u.AutoRollback,
+			AutoRollback:     proto.Bool(u.AutoRollback == nil || *u.AutoRollback),
 			DrainTimeout:     u.DrainTimeout.nanos(),
 			StopTimeout:      u.StopTimeout.nanos(),
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hivemind-orch/hivemind/rpc/pb"
@@ -61,7 +62,7 @@ func TestLoadDesignExample(t *testing.T) {
 			MinHealthyTime:   sec(2),
 			HealthyDeadline:  sec(30),
 			ProgressDeadline: sec(120),
-			AutoRollback:     true,
+			AutoRollback:     proto.Bool(true),
 			DrainTimeout:     sec(5),
 			StopTimeout:      sec(10),
 		},
@@ -74,7 +75,7 @@ func TestLoadDesignExample(t *testing.T) {
 func TestParseDefaults(t *testing.T) {
 	defaultUpdate := &pb.UpdateSpec{
 		BatchSize: 1, MinHealthyTime: sec(2), HealthyDeadline: sec(30),
-		ProgressDeadline: sec(120), AutoRollback: true,
+		ProgressDeadline: sec(120), AutoRollback: proto.Bool(true),
 		DrainTimeout: sec(5), StopTimeout: sec(10),
 	}
 	defaultHealth := &pb.HealthSpec{Interval: sec(1), Timeout: sec(1)}
@@ -108,7 +109,7 @@ func TestParseDefaults(t *testing.T) {
 			want: &pb.AppSpec{Name: "web", Image: "busybox", Replicas: 1,
 				Health: defaultHealth, Update: &pb.UpdateSpec{
 					BatchSize: 2, MinHealthyTime: sec(2), HealthyDeadline: sec(30),
-					ProgressDeadline: sec(120), AutoRollback: true,
+					ProgressDeadline: sec(120), AutoRollback: proto.Bool(true),
 					DrainTimeout: sec(5), StopTimeout: sec(10),
 				}},
 		},
@@ -118,7 +119,7 @@ func TestParseDefaults(t *testing.T) {
 			want: &pb.AppSpec{Name: "web", Image: "busybox", Replicas: 1,
 				Health: defaultHealth, Update: &pb.UpdateSpec{
 					BatchSize: 1, MinHealthyTime: sec(2), HealthyDeadline: sec(30),
-					ProgressDeadline: sec(120), AutoRollback: false,
+					ProgressDeadline: sec(120), AutoRollback: proto.Bool(false),
 					DrainTimeout: sec(5), StopTimeout: sec(10),
 				}},
 		},
@@ -171,7 +172,7 @@ func TestApplyDefaultsIdempotent(t *testing.T) {
 
 	empty := &pb.AppSpec{}
 	ApplyDefaults(empty)
-	if empty.Replicas != 0 || !empty.Update.AutoRollback || empty.Update.BatchSize != 1 {
+	if empty.Replicas != 0 || !empty.Update.GetAutoRollback() || empty.Update.BatchSize != 1 {
 		t.Fatalf("ApplyDefaults on an empty spec: %v", empty)
 	}
 	ApplyDefaults(nil) // must not panic
@@ -378,5 +379,24 @@ func TestLoadValidationErrorHasLine(t *testing.T) {
 				t.Fatalf("Load error:\n got %v\nwant %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// A spec posted as JSON with an update block that leaves auto_rollback
+// out has it on, as a YAML spec does; an explicit false stays false.
+func TestAutoRollbackDefaultThroughJSON(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"name":"ar","image":"x","update":{"batch_size":2}}`:                       true,
+		`{"name":"ar","image":"x"}`:                                                 true,
+		`{"name":"ar","image":"x","update":{"batch_size":2,"auto_rollback":false}}`: false,
+	} {
+		s := &pb.AppSpec{}
+		if err := protojson.Unmarshal([]byte(body), s); err != nil {
+			t.Fatal(err)
+		}
+		ApplyDefaults(s)
+		if got := s.GetUpdate().GetAutoRollback(); got != want {
+			t.Errorf("%s: auto_rollback %t, want %t", body, got, want)
+		}
 	}
 }

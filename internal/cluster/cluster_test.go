@@ -33,8 +33,8 @@ func TestWebAppYAMLLoads(t *testing.T) {
 			if got := time.Duration(s.Update.StopTimeout); got != 2*time.Second {
 				t.Errorf("stop_timeout %s, want 2s", got)
 			}
-			if s.Update.AutoRollback != tc.app.AutoRollback {
-				t.Errorf("auto_rollback %t, want %t", s.Update.AutoRollback, tc.app.AutoRollback)
+			if s.Update.GetAutoRollback() != tc.app.AutoRollback {
+				t.Errorf("auto_rollback %t, want %t", s.Update.GetAutoRollback(), tc.app.AutoRollback)
 			}
 			for k, v := range tc.app.Env {
 				if s.Env[k] != v {

@@ -423,11 +423,12 @@ type UpdateSpec struct {
 	MinHealthyTime   int64                  `protobuf:"varint,2,opt,name=min_healthy_time,json=minHealthyTime,proto3" json:"min_healthy_time,omitempty"`
 	HealthyDeadline  int64                  `protobuf:"varint,3,opt,name=healthy_deadline,json=healthyDeadline,proto3" json:"healthy_deadline,omitempty"`
 	ProgressDeadline int64                  `protobuf:"varint,4,opt,name=progress_deadline,json=progressDeadline,proto3" json:"progress_deadline,omitempty"`
-	AutoRollback     bool                   `protobuf:"varint,5,opt,name=auto_rollback,json=autoRollback,proto3" json:"auto_rollback,omitempty"`
-	DrainTimeout     int64                  `protobuf:"varint,6,opt,name=drain_timeout,json=drainTimeout,proto3" json:"drain_timeout,omitempty"`
-	StopTimeout      int64                  `protobuf:"varint,7,opt,name=stop_timeout,json=stopTimeout,proto3" json:"stop_timeout,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Absent means on (the API cannot otherwise tell it from false).
+	AutoRollback  *bool `protobuf:"varint,5,opt,name=auto_rollback,json=autoRollback,proto3,oneof" json:"auto_rollback,omitempty"`
+	DrainTimeout  int64 `protobuf:"varint,6,opt,name=drain_timeout,json=drainTimeout,proto3" json:"drain_timeout,omitempty"`
+	StopTimeout   int64 `protobuf:"varint,7,opt,name=stop_timeout,json=stopTimeout,proto3" json:"stop_timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateSpec) Reset() {
@@ -489,8 +490,8 @@ func (x *UpdateSpec) GetProgressDeadline() int64 {
 }
 
 func (x *UpdateSpec) GetAutoRollback() bool {
-	if x != nil {
-		return x.AutoRollback
+	if x != nil && x.AutoRollback != nil {
+		return *x.AutoRollback
 	}
 	return false
 }
@@ -3961,17 +3962,18 @@ const file_hivemind_proto_rawDesc = "" +
 	"\x03tcp\x18\x02 \x01(\v2\x15.hivemind.v1.TCPCheckR\x03tcp\x12\x1a\n" +
 	"\binterval\x18\x03 \x01(\x03R\binterval\x12\x18\n" +
 	"\atimeout\x18\x04 \x01(\x03R\atimeout\x12!\n" +
-	"\fstart_period\x18\x05 \x01(\x03R\vstartPeriod\"\x9a\x02\n" +
+	"\fstart_period\x18\x05 \x01(\x03R\vstartPeriod\"\xb1\x02\n" +
 	"\n" +
 	"UpdateSpec\x12\x1d\n" +
 	"\n" +
 	"batch_size\x18\x01 \x01(\x05R\tbatchSize\x12(\n" +
 	"\x10min_healthy_time\x18\x02 \x01(\x03R\x0eminHealthyTime\x12)\n" +
 	"\x10healthy_deadline\x18\x03 \x01(\x03R\x0fhealthyDeadline\x12+\n" +
-	"\x11progress_deadline\x18\x04 \x01(\x03R\x10progressDeadline\x12#\n" +
-	"\rauto_rollback\x18\x05 \x01(\bR\fautoRollback\x12#\n" +
+	"\x11progress_deadline\x18\x04 \x01(\x03R\x10progressDeadline\x12(\n" +
+	"\rauto_rollback\x18\x05 \x01(\bH\x00R\fautoRollback\x88\x01\x01\x12#\n" +
 	"\rdrain_timeout\x18\x06 \x01(\x03R\fdrainTimeout\x12!\n" +
-	"\fstop_timeout\x18\a \x01(\x03R\vstopTimeout\"\xdd\x02\n" +
+	"\fstop_timeout\x18\a \x01(\x03R\vstopTimeoutB\x10\n" +
+	"\x0e_auto_rollback\"\xdd\x02\n" +
 	"\aAppSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x1a\n" +
@@ -4423,6 +4425,7 @@ func file_hivemind_proto_init() {
 	if File_hivemind_proto != nil {
 		return
 	}
+	file_hivemind_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
