@@ -12,6 +12,7 @@ import (
 	"strconv"
 
 	"github.com/hivemind-orch/hivemind/rpc/pb"
+	appspec "github.com/hivemind-orch/hivemind/spec"
 )
 
 // ErrNotSnapshot means a file is not a Hivemind SQLite snapshot: not
@@ -58,12 +59,41 @@ func InspectSQLite(path string) (Info, error) {
 // and returns the error Restore would return, if any. Raft stops a
 // manager whose state machine fails a restore it asked for, so a file
 // goes to Raft only once this has passed.
+//
+// It also refuses a state the leader could not carry on from: an app
+// whose current version has no spec, or whose spec is not valid (a name
+// no request could name, for one), since such an app could be neither
+// scaled nor removed.
 func CheckSQLite(path string) error {
 	if err := checkMagic(path); err != nil {
 		return fmt.Errorf("snapshot %q: %w", path, err)
 	}
-	if _, err := readSQLite(path); err != nil {
+	db, err := readSQLite(path)
+	if err == nil {
+		err = checkApps(&Snapshot{txn: db.Txn(false)})
+	}
+	if err != nil {
 		return fmt.Errorf("snapshot %q: %w", path, err)
+	}
+	return nil
+}
+
+// checkApps refuses an app without a valid spec for its version.
+func checkApps(snap *Snapshot) error {
+	for _, app := range snap.Apps() {
+		sp := SpecOf(app, app.GetVersion())
+		switch {
+		case sp == nil:
+			return fmt.Errorf("app %q: no spec for its version %d: %w",
+				app.GetName(), app.GetVersion(), ErrInvalid)
+		case sp.GetName() != app.GetName():
+			return fmt.Errorf("app %q: version %d names app %q: %w",
+				app.GetName(), app.GetVersion(), sp.GetName(), ErrInvalid)
+		}
+		if err := appspec.Validate(sp); err != nil {
+			return fmt.Errorf("app %q version %d: %w: %w",
+				app.GetName(), app.GetVersion(), ErrInvalid, err)
+		}
 	}
 	return nil
 }

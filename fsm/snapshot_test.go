@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -295,5 +296,35 @@ func TestReadersDuringApply(t *testing.T) {
 	}
 	if got := len(f.State().Nodes()); got != n+2 {
 		t.Errorf("nodes = %d, want %d", got, n+2)
+	}
+}
+
+// Rows that read, in a state the leader could not carry on from: Restore
+// (which also installs the leader's own snapshots) takes them, and
+// CheckSQLite, which a restore an operator asks for passes first,
+// refuses them.
+func TestCheckSQLiteRefusesBadApps(t *testing.T) {
+	good := testFSM(t)
+	fullState(t, good)
+	cases := map[string]string{
+		"current version missing": `UPDATE apps SET json = json_set(json, '$.version', '77')`,
+		"app renamed":             `UPDATE apps SET json = json_set(json, '$.name', 'other')`,
+		"spec not valid": `UPDATE apps SET name = '../../etc', json = json_set(json,
+			'$.name', '../../etc', '$.versions[0].spec.name', '../../etc',
+			'$.versions[1].spec.name', '../../etc')`,
+	}
+	for name, stmt := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			if err := good.WriteSQLite(path); err != nil {
+				t.Fatal(err)
+			}
+			testutil.ExecSQLite(t, path, stmt)
+			err := CheckSQLite(path)
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "app ") {
+				t.Fatalf("CheckSQLite: %v, want ErrInvalid naming the app", err)
+			}
+			t.Log(err)
+		})
 	}
 }
