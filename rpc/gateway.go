@@ -3,6 +3,7 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
@@ -46,6 +48,7 @@ func (s *Server) gateway(ctx context.Context, rpcAddr string) (http.Handler, err
 	}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
+		runtime.WithRoutingErrorHandler(routingError),
 	)
 
 	err := pb.RegisterControlHandlerFromEndpoint(ctx, mux, rpcAddr, s.dialOp)
@@ -66,7 +69,44 @@ func (s *Server) gateway(ctx context.Context, rpcAddr string) (http.Handler, err
 			return nil, fmt.Errorf("rpc gateway: %s %s: %w", r.method, r.path, err)
 		}
 	}
-	return limitBody(mux, MaxRequestBody), nil
+	return validPath(limitBody(mux, MaxRequestBody)), nil
+}
+
+// routingError answers a known path asked with another method 405, not
+// the gateway's default 501 (Unimplemented); other routing errors are
+// the gateway's.
+func routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler,
+	w http.ResponseWriter, r *http.Request, status int) {
+	if status != http.StatusMethodNotAllowed {
+		runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, status)
+		return
+	}
+	jsonError(w, http.StatusMethodNotAllowed, codes.Unimplemented,
+		fmt.Sprintf("method %s is not allowed on %s", r.Method, r.URL.Path))
+}
+
+// validPath answers 400 to a path that is not UTF-8 once decoded: a name
+// in it could not go into a protobuf string, and the call would fail
+// later as an internal error.
+func validPath(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !utf8.ValidString(r.URL.Path) {
+			jsonError(w, http.StatusBadRequest, codes.InvalidArgument,
+				"request path is not valid UTF-8")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// jsonError answers status with the gateway's {code, message}.
+func jsonError(w http.ResponseWriter, status int, code codes.Code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}{int(code), msg})
 }
 
 // limitBody reads at most limit bytes of a request body before next sees

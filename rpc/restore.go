@@ -256,10 +256,5 @@ func (s *Server) restoreFailed(w http.ResponseWriter, status int, code codes.Cod
 	} else {
 		s.log.Warn("snapshot restore refused", "error", err)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}{int(code), "snapshot restore: " + err.Error()})
+	jsonError(w, status, code, "snapshot restore: "+err.Error())
 }

@@ -1032,6 +1032,44 @@ func TestRecoverFromPanic(t *testing.T) {
 	}
 }
 
+// A known path asked with another method answers 405, and a path that
+// is not UTF-8 once decoded 400, both as {code, message}; neither is a
+// server error.
+func TestHTTPRoutingErrors(t *testing.T) {
+	m := startManager(t, "m1", true)
+	base := "http://" + m.srv.HTTPAddr()
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		fragment     string
+	}{
+		{http.MethodPut, "/v1/apps", http.StatusMethodNotAllowed, "not allowed"},
+		{http.MethodPatch, "/v1/apps/web", http.StatusMethodNotAllowed, "not allowed"},
+		{http.MethodPost, "/v1/apps/%ff%fe/scale", http.StatusBadRequest, "UTF-8"},
+	} {
+		req, err := http.NewRequestWithContext(ctxT(t), tc.method, base+tc.path,
+			strings.NewReader(`{"replicas":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		}
+		if resp.StatusCode != tc.status || json.Unmarshal(body, &e) != nil || e.Code == 0 ||
+			!strings.Contains(e.Message, tc.fragment) {
+			t.Errorf("%s %s: %d %s, want %d with {code, message} saying %q",
+				tc.method, tc.path, resp.StatusCode, body, tc.status, tc.fragment)
+		}
+	}
+}
+
 func TestHTTPGateway(t *testing.T) {
 	m := startManager(t, "m1", true)
 	if _, err := m.ctl.DeployApp(ctxT(t), &pb.DeployAppRequest{Spec: webSpec()}); err != nil {
