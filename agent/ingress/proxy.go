@@ -26,6 +26,11 @@ var (
 	// bad port or protocol, a port claimed twice, a bad backend address.
 	ErrInvalidRoute = errors.New("invalid route")
 	// ErrListen is returned when an ingress port cannot be opened.
+	//
+	// TODO: the worker only logs it, so an ingress port the worker uses
+	// itself (its DNS or gossip port) is accepted at deploy and the app
+	// shows healthy; reporting it in the worker's report, for app status
+	// to show, would tell the operator.
 	ErrListen = errors.New("cannot listen")
 	// errNoBackend is returned by a pick when no untried backend is left.
 	errNoBackend = errors.New("no healthy task")
