@@ -276,9 +276,7 @@ func (r *runner) onAssign(a assignment) {
 	// late in it could free its slot for a queued start of the same
 	// list that is to be cancelled too.
 	for _, st := range r.tasks {
-		if startToCancel(st) {
-			st.cancelStart()
-		}
+		r.stopStart(st)
 	}
 	for _, id := range ids {
 		r.step(r.tasks[id])
@@ -466,19 +464,12 @@ func (r *runner) undrain(st *taskState) {
 	}
 }
 
-// startToCancel tells whether st has a start in flight that is to be
-// cancelled, and is not yet: its task is desired stop or unassigned.
-func startToCancel(st *taskState) bool {
-	return st.op == opStart && !st.startCancelled &&
-		st.task.GetDesired() != pb.DesiredRun
-}
-
-// stopStart cancels the start in flight of a task desired stop or no
-// longer assigned: see start for what that stops. The start's result
+// stopStart cancels, once, the start in flight of a task desired stop or
+// no longer assigned: see start for what that stops. The start's result
 // still comes back through onDone, which tears down whatever it made
 // (abortStart).
 func (r *runner) stopStart(st *taskState) {
-	if !startToCancel(st) {
+	if st.op != opStart || st.startCancelled || st.task.GetDesired() == pb.DesiredRun {
 		return
 	}
 	why := "desired stop"

@@ -75,26 +75,10 @@ func TestManagerGossipRejoin(t *testing.T) {
 	if leader == victim {
 		victim = "m3"
 	}
-	vm, err := c.Member(victim)
-	if err != nil {
+	if err := c.CutOffManager(fw, victim, gids); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range c.Managers() {
-		if m.Name == victim {
-			continue
-		}
-		for _, err := range []error{
-			fw.DropBetween(vm.IP, m.IP),
-			fw.DropFromGroup(gids[victim], m.IP),
-			fw.DropFromGroup(gids[m.Name], vm.IP),
-		} {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	cut := time.Now()
-	t.Logf("cut off %s (%s) from the other managers", victim, vm.IP)
 
 	others := slices.DeleteFunc(slices.Clone(all), func(s string) bool { return s == victim })
 	waitVoters(t, c, leader, others, cleanup+30*time.Second)

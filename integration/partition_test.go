@@ -122,16 +122,8 @@ func TestLeaderPartition(t *testing.T) {
 			peers = append(peers, m)
 		}
 	}
-	for _, p := range peers {
-		for _, err := range []error{
-			fw.DropBetween(oldM.IP, p.IP),
-			fw.DropFromGroup(gids[old], p.IP),
-			fw.DropFromGroup(gids[p.Name], oldM.IP),
-		} {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+	if err := c.CutOffManager(fw, old, gids); err != nil {
+		t.Fatal(err)
 	}
 	cut := time.Now()
 	t.Logf("partitioned leader %s (%s) from %s and %s:\n%s",
